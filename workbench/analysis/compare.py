@@ -1,0 +1,123 @@
+"""Float vs quantized, tensor by tensor, in one pass over the evaluation data.
+
+Three onnxruntime sessions run in lockstep on each batch:
+- the float model, exposing every layer output;
+- the QDQ model with graph optimisations off, exposing the same tensors (the *reference*
+  simulation: Q/DQ evaluated exactly as written);
+- the QDQ model with all optimisations on (the *deployed* kernels this CPU would use, e.g.
+  QLinearConv), exposing only model outputs.
+
+Per tensor the errors accumulate in constant memory (SQNR, MSE, cosine, max-abs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+from tqdm.auto import tqdm
+
+from workbench.numerics import ErrorAccumulator
+from workbench.runtime import Runner
+
+Metric = Callable[[dict[str, np.ndarray]], float]
+"""User metric: model outputs over the whole evaluation set (concatenated) -> a number."""
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    layer: str
+    op_type: str
+    precision: str
+    tensor: str  # float name of the layer's output
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Errors of the quantized model against the float model on one data set."""
+
+    outputs: pd.DataFrame  # one row per model output
+    layers: pd.DataFrame  # one row per layer
+    num_samples: int
+    metric: dict[str, float] = field(default_factory=dict)  # {"float", "quantized", "deployed"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num_samples": self.num_samples,
+            "outputs": _records(self.outputs.reset_index()),
+            "layers": _records(self.layers),
+            "metric": {k: _finite(v) for k, v in self.metric.items()},
+        }
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no infinities: +inf SQNR (identical tensors) is written as null."""
+    if isinstance(v, float | np.floating):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _finite(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+
+
+def compare(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, effective: dict[str, str],
+            layers: Sequence[LayerRow], feeds: Iterable[dict[str, np.ndarray]], *,
+            metric: Metric | None = None, deployed: bool = True, num_batches: int | None = None,
+            progress: bool = True) -> Comparison:
+    """Run float, reference-QDQ and deployed-QDQ side by side over ``feeds``."""
+    outputs = [o.name for o in float_model.graph.output]
+    tensors = list(dict.fromkeys([*outputs, *(row.tensor for row in layers)]))
+    float_run = Runner(float_model, outputs=tensors)
+    ref_run = Runner(qdq_model, outputs=[effective.get(t, t) for t in tensors])
+    dep_run = Runner(qdq_model, optimize=True) if deployed else None
+    ref_err = {t: ErrorAccumulator() for t in tensors}
+    dep_err = {t: ErrorAccumulator() for t in outputs}
+    dep_vs_ref = {t: ErrorAccumulator() for t in outputs}
+    kept: dict[str, list[dict[str, np.ndarray]]] = {"float": [], "quantized": [], "deployed": []}
+    samples = 0
+    bar = tqdm(total=num_batches, desc="comparing", disable=not progress, unit="batch")
+    try:
+        for feed in feeds:
+            samples += len(next(iter(feed.values())))
+            f = float_run.run(feed)
+            r = ref_run.run(feed)
+            for t in tensors:
+                ref_err[t].update(f[t], r[effective.get(t, t)])
+            if dep_run is not None:
+                d = dep_run.run(feed)
+                for t in outputs:
+                    dep_err[t].update(f[t], d[t])
+                    dep_vs_ref[t].update(r[effective.get(t, t)], d[t])
+            if metric is not None:
+                kept["float"].append({t: f[t] for t in outputs})
+                kept["quantized"].append({t: r[effective.get(t, t)] for t in outputs})
+                if dep_run is not None:
+                    kept["deployed"].append({t: d[t] for t in outputs})
+            bar.update(1)
+    finally:
+        bar.close()
+
+    out_rows = []
+    for t in outputs:
+        row = {"output": t, **ref_err[t].result()}
+        if dep_run is not None:
+            row["deployed_sqnr_db"] = dep_err[t].result()["sqnr_db"]
+            row["deployed_cosine"] = dep_err[t].result()["cosine"]
+            row["deployed_vs_reference_sqnr_db"] = dep_vs_ref[t].result()["sqnr_db"]
+        out_rows.append(row)
+    layer_rows = [{"layer": row.layer, "op_type": row.op_type, "precision": row.precision,
+                   "tensor": row.tensor, **ref_err[row.tensor].result()} for row in layers]
+    metrics = {}
+    if metric is not None:
+        for name, batches in kept.items():
+            if batches:
+                metrics[name] = float(metric({t: np.concatenate([b[t] for b in batches]) for t in outputs}))
+    return Comparison(pd.DataFrame(out_rows).set_index("output"), pd.DataFrame(layer_rows), samples, metrics)

@@ -1,0 +1,1 @@
+"""Atomic writes of the QDQ model, its recipe and the HTML report."""

@@ -1,0 +1,198 @@
+"""The quantizable layers of a (prepared) float graph and how their tensors group.
+
+A *layer* is a node that computes in integers once quantized, with its activation inputs,
+its weight and bias initializers and its output. Placement follows onnxruntime and TensorRT:
+
+- a Relu/Clip that is the only consumer of a Conv/Gemm/MatMul output is fused into that
+  layer (no QDQ between them): the layer's output is the activation's output;
+- shape-only ops (Reshape, Transpose, MaxPool, ...) are *pass-through*: their output shares
+  the quantization parameters of their input (one group), so they can run in int8;
+- Concat inputs and output share one scale where the target asks for it.
+
+Groups are the unit of quantization parameters: every tensor in a group gets the same
+scale and zero-point, computed from the union of the members' calibrated ranges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import helper
+
+WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+COMPUTE = {
+    "Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool", "Resize", "Softmax", "Sigmoid",
+    "LeakyRelu", "HardSigmoid", "HardSwish", "Tanh", "ReduceMean", "InstanceNormalization",
+    "LayerNormalization", "Relu", "Clip", "PRelu",
+}
+PASS_THROUGH = {
+    "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "GlobalMaxPool",
+    "Identity", "Slice", "Split", "DepthToSpace", "SpaceToDepth", "Expand", "Tile",
+}
+FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                onnx.TensorProto.DOUBLE}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One quantizable node; ``output`` is after any fused activation."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    weight: str | None
+    weight_axis: int | None
+    bias: str | None
+    output: str
+    fused: tuple[str, ...] = ()
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        return (*self.inputs, self.output)
+
+
+@dataclass
+class LayerGraph:
+    """Layers, pass-through links and tensor groups of one prepared float graph."""
+
+    layers: dict[str, Layer]
+    passthrough: list[tuple[str, str]]  # (input tensor, output tensor) pairs
+    float_tensors: set[str]
+    graph_inputs: list[str]
+    graph_outputs: list[str]
+    initializers: set[str]
+    consumers: dict[str, list[onnx.NodeProto]] = field(repr=False)
+    producers: dict[str, onnx.NodeProto] = field(repr=False)
+
+    def activation_tensors(self) -> list[str]:
+        """Every tensor that a layer could quantize: what calibration must observe."""
+        seen: dict[str, None] = {}
+        for layer in self.layers.values():
+            for t in layer.activations:
+                seen.setdefault(t)
+        return list(seen)
+
+    def layer_of_tensor(self) -> dict[str, str]:
+        """Tensor -> the layer that produces it (after fusion), for naming in tables."""
+        return {layer.output: layer.name for layer in self.layers.values()}
+
+    def groups(self, tensors: Iterable[str], *, share_concat: bool) -> list[list[str]]:
+        """Partition ``tensors`` (plus pass-through outputs linked to them) into groups that
+        share parameters. The first member of each group is its root (earliest tensor)."""
+        parent: dict[str, str] = {}
+
+        def find(t: str) -> str:
+            parent.setdefault(t, t)
+            while parent[t] != t:
+                parent[t] = parent[parent[t]]
+                t = parent[t]
+            return t
+
+        def union(a: str, b: str) -> None:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[rb] = ra
+
+        wanted = list(dict.fromkeys(tensors))
+        for t in wanted:
+            find(t)
+        # Pass-through outputs join their input's group when the input is quantized.
+        changed = True
+        while changed:
+            changed = False
+            for src, dst in self.passthrough:
+                if src in parent and find(src) != find(dst):
+                    union(src, dst)
+                    changed = True
+        if share_concat:
+            for layer in self.layers.values():
+                if layer.op_type == "Concat" and all(t in parent for t in layer.activations):
+                    for t in layer.inputs:
+                        union(layer.output, t)
+        out: dict[str, list[str]] = {}
+        for t in parent:
+            out.setdefault(find(t), []).append(t)
+        return list(out.values())
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _weight_axis(node: onnx.NodeProto, weight_rank: int) -> int:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        return 0 if _attr(node, "transB", 0) else 1
+    return weight_rank - 1  # MatMul: [.., K, N] -> per output column
+
+
+def find_layers(model: onnx.ModelProto) -> LayerGraph:
+    """Find the layers of a prepared float graph (shape inference already run)."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*graph.input, *graph.output, *graph.value_info)}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    float_tensors = {name for name, ty in types.items() if ty in _FLOAT_TYPES and name not in inits}
+    producers = {o: n for n in graph.node for o in n.output if o}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            if i:
+                consumers.setdefault(i, []).append(n)
+    graph_outputs = [o.name for o in graph.output]
+    fused_into: set[str] = set()
+    layers: dict[str, Layer] = {}
+    passthrough: list[tuple[str, str]] = []
+
+    def is_act(t: str) -> bool:
+        return bool(t) and t in float_tensors
+
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or node.name in fused_into:
+            continue
+        op = node.op_type
+        if op in PASS_THROUGH:
+            if node.input and is_act(node.input[0]):
+                passthrough += [(node.input[0], o) for o in node.output if is_act(o)]
+            continue
+        if op not in WEIGHTED and op not in COMPUTE:
+            continue
+        if not node.output or not is_act(node.output[0]):
+            continue
+        weight = bias = None
+        axis = None
+        acts = [i for i in node.input if is_act(i)]
+        if op in WEIGHTED and len(node.input) > 1 and node.input[1] in inits:
+            weight = node.input[1]
+            axis = _weight_axis(node, len(inits[weight].dims))
+            if len(node.input) > 2 and node.input[2] in inits:
+                bias = node.input[2]
+            acts = [node.input[0]] if is_act(node.input[0]) else []
+        elif op in WEIGHTED and op != "MatMul":
+            continue  # Conv/Gemm with a computed weight: leave float
+        if not acts:
+            continue
+        output = node.output[0]
+        fused: list[str] = []
+        nxt = consumers.get(output, [])
+        if op in WEIGHTED and len(nxt) == 1 and nxt[0].op_type in FUSABLE_ACTIVATIONS \
+                and output not in graph_outputs and is_act(nxt[0].output[0]):
+            act = nxt[0]
+            if all(i == output or i in inits or not i for i in act.input):
+                fused.append(act.name)
+                fused_into.add(act.name)
+                output = act.output[0]
+        layers[node.name] = Layer(node.name, op, tuple(dict.fromkeys(acts)), weight, axis, bias, output,
+                                  tuple(fused))
+    return LayerGraph(layers, passthrough, float_tensors, [i.name for i in graph.input if i.name not in inits],
+                      graph_outputs, set(inits), consumers, producers)

@@ -1,0 +1,90 @@
+"""Error metrics between a reference and a test tensor (float64 accumulation).
+
+``sqnr_db = 10·log10(Σ ref² / Σ (ref - test)²)``: +inf when the arrays are identical (also when
+both are all zero), -inf when the reference is all zero but the test is not.
+``cosine = Σ ref·test / sqrt(Σ ref² · Σ test²)``: 1.0 when both are all zero, 0.0 when exactly
+one is. ``mse`` and ``max_abs`` of empty input are nan and 0.0. NaN in the inputs propagates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+
+__all__ = ["ErrorAccumulator", "cosine", "max_abs", "mse", "sqnr_db"]
+
+
+class ErrorAccumulator:
+    """Streaming version of the metrics: ``update(ref, test)`` batch by batch (constant memory),
+    then ``result()``; equals the one-shot functions on the concatenated batches."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._ref2 = 0.0
+        self._test2 = 0.0
+        self._cross = 0.0
+        self._err2 = 0.0
+        self._max_abs = 0.0
+
+    def update(self, ref: np.ndarray, test: np.ndarray) -> ErrorAccumulator:
+        r = np.asarray(ref, dtype=np.float64).reshape(-1)
+        t = np.asarray(test, dtype=np.float64).reshape(-1)
+        if np.shape(ref) != np.shape(test):
+            raise WorkbenchError(f"metrics: reference shape {np.shape(ref)} != test shape {np.shape(test)}")
+        if r.size == 0:
+            return self
+        d = r - t
+        self.count += r.size
+        self._ref2 += float(np.einsum("i,i->", r, r))
+        self._test2 += float(np.einsum("i,i->", t, t))
+        self._cross += float(np.einsum("i,i->", r, t))
+        self._err2 += float(np.einsum("i,i->", d, d))
+        self._max_abs = max(self._max_abs, float(np.abs(d).max()))
+        return self
+
+    @property
+    def sqnr_db(self) -> float:
+        if self._err2 == 0 or math.isnan(self._err2):
+            return math.inf if self._err2 == 0 else math.nan
+        return 10.0 * math.log10(self._ref2 / self._err2) if self._ref2 > 0 else -math.inf
+
+    @property
+    def mse(self) -> float:
+        return self._err2 / self.count if self.count else math.nan
+
+    @property
+    def cosine(self) -> float:
+        if self._ref2 == 0 or self._test2 == 0:
+            return 1.0 if self._ref2 == self._test2 else 0.0
+        return self._cross / math.sqrt(self._ref2 * self._test2)
+
+    @property
+    def max_abs(self) -> float:
+        return self._max_abs
+
+    def result(self) -> dict[str, float]:
+        return {"sqnr_db": self.sqnr_db, "mse": self.mse, "cosine": self.cosine,
+                "max_abs": self.max_abs, "count": float(self.count)}
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (see the module docstring for edge cases)."""
+    return ErrorAccumulator().update(ref, test).sqnr_db
+
+
+def mse(ref: np.ndarray, test: np.ndarray) -> float:
+    """Mean squared difference."""
+    return ErrorAccumulator().update(ref, test).mse
+
+
+def cosine(ref: np.ndarray, test: np.ndarray) -> float:
+    """Cosine similarity of the flattened arrays."""
+    return ErrorAccumulator().update(ref, test).cosine
+
+
+def max_abs(ref: np.ndarray, test: np.ndarray) -> float:
+    """Largest absolute difference."""
+    return ErrorAccumulator().update(ref, test).max_abs

@@ -1,0 +1,6 @@
+"""Running models: onnxruntime sessions and validated feeds of user data."""
+
+from workbench.runtime.feeds import Feeds, as_feeds
+from workbench.runtime.runner import Runner, run_batches
+
+__all__ = ["Feeds", "Runner", "as_feeds", "run_batches"]
