@@ -244,3 +244,15 @@ def export_minilm_onnx(
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def minilm_onnx(root: Path | str | None = None) -> Path:
+    """MiniLM as ONNX, exported once into ``<zoo root>/derived/minilm.onnx`` and reused."""
+    from workbench import zoo
+
+    base = Path(root) if root is not None else zoo.default_root()
+    out = base / "derived" / "minilm.onnx"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_minilm_onnx(out, root=root)
+    return out

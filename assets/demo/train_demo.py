@@ -86,15 +86,17 @@ def split(images: np.ndarray, labels: np.ndarray, n_eval_per_class: int = 100):
 def shift_batch(x: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> torch.Tensor:
     """Random translation by up to ``max_shift`` pixels (zero padding), one offset per image."""
     n = x.shape[0]
-    padded = nn.functional.pad(x, (max_shift,) * 4)
+    padded = nn.functional.pad(x[:, 0], (max_shift,) * 4)
     off = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=g)
-    return torch.stack([padded[i, :, off[i, 0] : off[i, 0] + 28, off[i, 1] : off[i, 1] + 28] for i in range(n)])
+    ar = torch.arange(28)
+    rows, cols = (off[:, 0, None] + ar)[:, :, None], (off[:, 1, None] + ar)[:, None, :]
+    return padded[torch.arange(n)[:, None, None], rows, cols][:, None]
 
 
 # ------------------------------------------------------------------------------------------------ training
 
 
-def kill_channels(model: DSConvNet, per_layer: int, beta: float = -4.0) -> list[tuple[str, int]]:
+def kill_channels(model: DSConvNet, per_layer: int, beta: float = -8.0) -> list[tuple[str, int]]:
     """Start ``per_layer`` channels of every BN that feeds a depthwise conv with shift ``beta``: dead ReLUs.
 
     Their ReLU never fires, so the depthwise BN downstream sees (almost) zero variance and BN folding scales

@@ -9,11 +9,12 @@ contributes, per element of the tensor:
   ``c/(b-a) · ∫ (x - H)² dx = c · len/(b-a) · (p² + pq + q²)/3`` with ``p, q`` the ends of that
   part minus ``H``;
 * rounding, the part inside ``[L, H]``: ``c/(b-a) · ∫ d(x)² dx`` where ``d`` is the distance to
-  the nearest grid point ``L + k·s``. With ``u = (x - L)/s`` the integral is
-  ``s³ · (G(u_b) - G(u_a))``, ``G(u) = ⌊u⌋/12 + g(frac u)``, ``g(f) = f³/3`` for ``f ≤ ½`` and
-  ``1/12 + (f - 1)³/3`` above. Bins much wider than the step give ``≈ s²/12``; bins narrower
-  than the step (zoomed in) get the exact position-dependent error;
-* point pieces (zero width) contribute their own squared error.
+  the nearest grid point ``k·s`` (``L`` and ``H`` are grid points; 0 is one too). With
+  ``u = x/s`` the integral is ``s³ · (G(u_b) - G(u_a))`` with ``G(u) = r/12 + (u - r)³/3``,
+  ``r = round(u)`` (each whole step adds 1/12). Bins much wider than the step give ``≈ s²/12``;
+  bins narrower than the step (zoomed in) get the exact position-dependent error;
+* point pieces (zero width: exact zeros, constant tensors, outlier tails) are quantized
+  exactly, float32 dequantization included.
 
 NaN and ±inf are not part of the histogram's count and are ignored.
 """
@@ -49,9 +50,11 @@ class ErrorEstimate:
     rmse_over_scale: float
 
 
-def _g(f: np.ndarray) -> np.ndarray:
-    """∫_0^f (t - round(t))² dt for f in [0, 1]."""
-    return np.where(f <= 0.5, f * f * f / 3.0, 1.0 / 12.0 + (f - 1.0) ** 3 / 3.0)
+def _G(u: np.ndarray) -> np.ndarray:
+    """``∫_0^u (t - round(t))² dt = r/12 + (u - r)³/3`` with ``r = round(u)`` (any sign)."""
+    r = np.rint(u)
+    t = u - r
+    return r / 12.0 + t * t * t / 3.0
 
 
 _CHUNK = 16  # grids per block: keeps the (K, pieces) temporaries in cache
@@ -78,12 +81,14 @@ def grid_errors(pieces: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarra
 
 
 def _point_errors(x: np.ndarray, c: np.ndarray, L: np.ndarray, H: np.ndarray, S: np.ndarray) -> np.ndarray:
-    below, above = x < L, x > H
-    u = (x - L) / S
-    d = S * (u - np.rint(u))
-    clip = np.where(below, (L - x) ** 2, np.where(above, (x - H) ** 2, 0.0))
-    rnd = np.where(below | above, 0.0, d * d)
-    return np.stack([(c * clip).sum(axis=1), (c * rnd).sum(axis=1), (c * (below | above)).sum(axis=1)])
+    """Point masses are quantized for real, float32 dequantization included (matters for the
+    huge values of mask fill values, where float32 rounding of the grid exceeds the signal)."""
+    out = (x < L) | (x > H)
+    k = np.rint(np.clip(x, L, H) / S).astype(np.float32)
+    err = (x - (k * S.astype(np.float32)).astype(np.float64)) ** 2
+    clip = np.where(out, err, 0.0)
+    rnd = np.where(out, 0.0, err)
+    return np.stack([(c * clip).sum(axis=1), (c * rnd).sum(axis=1), (c * out).sum(axis=1)])
 
 
 def _interval_errors(a: np.ndarray, b: np.ndarray, dens: np.ndarray, L: np.ndarray, H: np.ndarray,
@@ -98,11 +103,11 @@ def _interval_errors(a: np.ndarray, b: np.ndarray, dens: np.ndarray, L: np.ndarr
     clip_w = (len_lo * (p * p + p * q + q * q) + len_hi * (p2 * p2 + p2 * q2 + q2 * q2)) / 3.0
     clipped_w = len_lo + len_hi
 
-    # rounding inside [L, H]
-    ua = (np.clip(a, L, H) - L) / S
-    ub = (np.clip(b, L, H) - L) / S
-    fa, fb = np.floor(ua), np.floor(ub)
-    gdiff = (fb - fa) / 12.0 + _g(ub - fb) - _g(ua - fa)
+    # rounding inside [L, H]; grid points are the integer multiples of S (zero is on the grid),
+    # so measure from 0, not from L: that keeps precision when |L| ≫ |x| (e.g. -1e38 masks)
+    ua = np.minimum(np.maximum(a, L), H) / S
+    ub = np.minimum(np.maximum(b, L), H) / S
+    gdiff = _G(ub) - _G(ua)
     dot = "kp,p->k"  # einsum, not BLAS: no thread start-up for these small products
     return np.stack([np.einsum(dot, clip_w, dens), (S * S * S)[:, 0] * np.einsum(dot, gdiff, dens),
                      np.einsum(dot, clipped_w, dens)])

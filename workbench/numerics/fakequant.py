@@ -35,7 +35,8 @@ def _grid(qp: QParams, ndim: int, shape: tuple[int, ...]) -> tuple[np.ndarray, n
 
 def quantize(x: np.ndarray, qp: QParams, *, rounding: str = "nearest",
              rng: np.random.Generator | None = None) -> np.ndarray:
-    """Integers (``qp.np_dtype``) for ``x``; per-channel parameters broadcast along ``qp.axis``.
+    """Integers (``qp.np_dtype``) for ``x`` (taken as float32, like QuantizeLinear's input);
+    per-channel parameters broadcast along ``qp.axis``.
 
     ``rounding="nearest"``: round half to even, bit-exact with onnxruntime.
     ``rounding="stochastic"``: ``floor(v) + 1`` with probability ``v - floor(v)`` (so

@@ -4,17 +4,19 @@ Range layout. Bins have width ``w = 2^e`` and edges on the integer multiples of 
 (``edges = (k0 + arange(bins + 1)) · w``), so 0 is always an edge and any two histograms'
 grids nest. The grid starts at the lowest occupied bin and spans ``bins · w``; when data
 falls outside, ``e`` grows by one (pairs of bins merge exactly: absolute bin ``k`` → ``k >> 1``)
-until everything fits, and/or the grid slides. Nothing but the counts is kept, so memory does
-not depend on the number of samples, and the result does not depend on how the data was
-batched except through the final width (the occupied span always fills more than a quarter of
-the bins, usually half or more). Post-ReLU, all-negative and symmetric tensors all get a grid that
-hugs their ``[min, max]``. The width never drops below ``max|x| · 2^-40`` nor ``2^-120``.
+until everything fits, and/or the grid slides. ``e`` is always the smallest that fits and the
+grid starts at the lowest occupied bin, so the grid and counts depend only on the data, not on
+how it was batched or merged, and ``[min, max]`` spans at least about half of the bins: post-ReLU,
+all-negative, offset and symmetric tensors all get a grid that hugs them. Nothing but the counts
+is kept, so memory does not grow with the number of samples. The width never drops below
+``max|x| · 2^-40`` (keeps bin indices exact in int64) nor ``2^-120``.
 
 Outliers. Finite values with ``|x| ≥ outlier_abs`` (default 1e30: the -1e38 / -3.4e38 fill
 values of attention masks, never real activations) are not binned: they are tallied in a low and
 a high tail (count, min, max, sum), so they cannot wipe out the resolution of the bulk. They
 still enter ``min``/``max``/``count``/``mean``/``std`` exactly and appear in :meth:`pieces` and
-:meth:`percentile` as a point mass at the tail's mean (fill values are usually one constant).
+:meth:`percentile` as a point mass at the tail's mean (exactly at the value when the tail is one
+constant, as fill values are).
 Set ``outlier_abs=inf`` to bin everything. NaN and ±inf are counted (``nan_count``,
 ``inf_count``) and otherwise ignored.
 
@@ -304,7 +306,8 @@ class Histogram:
             c[z] -= self._zeros
         nz = np.flatnonzero(c > 0)
         k, c = k[nz], c[nz]
-        tails = [(t[3] / t[0], t[3] / t[0], t[0]) for t in (self._low, self._high) if t[0]]
+        tails = [(m, m, t[0]) for t in (self._low, self._high) if t[0]
+                 for m in [t[1] if t[1] == t[2] else min(max(t[3] / t[0], t[1]), t[2])]]
         if absolute:
             k = np.where(k < 0, -k - 1, k)
             order = np.argsort(k, kind="stable")

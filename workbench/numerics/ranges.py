@@ -13,12 +13,15 @@
   the threshold ``i·w`` with the least ``KL(P‖Q)`` wins (ties: the larger). ``n_q = 2^(bits-1)``
   (128 for int8). Asymmetric: each side that has data is searched on its own, with
   ``n_q = 2^bits`` if the other side is empty (post-ReLU) and ``2^(bits-1)`` otherwise. Needs
-  more occupied bins than ``n_q``; otherwise (e.g. 16-bit) it returns the min-max range.
+  more occupied bins than ``n_q``; otherwise (e.g. 16-bit) it returns the min-max range. Data
+  far from 0 gets its ``|x|`` axis coarsened (exactly) to at most ``bins`` bins; candidates are
+  strided if ``bins · n_q`` would exceed 2^24.
 * ``Mse``: the range with the least expected clipping + rounding error
   (:mod:`workbench.numerics.error_model`) over candidate thresholds ``max·2^(-j/8)``
   (j = 0…96, so min-max is always a candidate) on the histogram coarsened to ~512 bins, then
   refined linearly around the best on the full histogram; symmetric: one threshold,
-  asymmetric: two rounds of coordinate descent on ``hi`` and ``lo`` starting from min-max.
+  asymmetric: two rounds of coordinate descent on ``hi`` and ``lo`` starting from min-max
+  widened to contain 0.
 * ``Auto``: the one of min-max, percentile (99.99), entropy and MSE with the least expected
   error (ties go to the earlier rule in that order).
 * ``ClipRange(lo, hi)``: returned as given.
@@ -97,19 +100,26 @@ def _percentile(hist: Histogram, p: float, symmetric: bool) -> tuple[float, floa
 
 
 # -- entropy ---------------------------------------------------------------------------------
-def _side_counts(hist: Histogram) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of ``|x|`` bins ``[j·w, (j+1)·w)`` for the negative and the non-negative side,
-    exact zeros removed."""
+def _side_counts(hist: Histogram) -> tuple[np.ndarray, np.ndarray, float]:
+    """Counts of ``|x|`` bins ``[j·w, (j+1)·w)`` for the negative and the non-negative side
+    (exact zeros removed) and ``w``: the histogram's width, doubled (merging aligned bins, which
+    is exact) while the ``|x|`` axis would need more bins than the histogram has (data far
+    from 0)."""
     counts = hist.counts.astype(np.float64)
-    k = hist.edges[:-1] / hist.bin_width  # absolute bin indices (exact)
+    k = np.rint(hist.edges[:-1] / hist.bin_width).astype(np.int64)  # absolute bin indices (exact)
     z = np.flatnonzero(k == 0)
     if z.size:
         counts[z[0]] -= hist.zero_count
-    neg, pos = k < 0, k >= 0
-    size = int(max(np.abs(k).max() + 1, 1))
-    n = np.bincount((-k[neg] - 1).astype(np.int64), weights=counts[neg], minlength=size)
-    p = np.bincount(k[pos].astype(np.int64), weights=counts[pos], minlength=size)
-    return n, p
+    j = np.where(k < 0, -k - 1, k)
+    shift = 0
+    while (int(j.max()) >> shift) + 1 > hist.bins:
+        shift += 1
+    j >>= shift
+    size = int(j.max()) + 1
+    neg = k < 0
+    n = np.bincount(j[neg], weights=counts[neg], minlength=size)
+    p = np.bincount(j[~neg], weights=counts[~neg], minlength=size)
+    return n, p, hist.bin_width * 2.0**shift
 
 
 def _trim(h: np.ndarray) -> np.ndarray:
@@ -121,16 +131,34 @@ def _xlogx(v: np.ndarray) -> np.ndarray:
     return np.where(v > 0, v * np.log(np.where(v > 0, v, 1.0)), 0.0)
 
 
+_KL_BLOCK = 1 << 18  # candidate × level entries per block
+
+
 def _kl_bins(h: np.ndarray, outliers: float, nq: int) -> int | None:
-    """Number of leading bins of ``h`` whose KL-optimal clipping is best (None: degenerate)."""
+    """Number of leading bins of ``h`` whose KL-optimal clipping is best (None: degenerate).
+    Candidates are strided when ``bins × n_q`` would exceed ~2^24 (e.g. 16 bits on a big
+    histogram)."""
     n_bins = h.size
     total = h.sum() + outliers
     if n_bins <= nq or total <= 0:
         return None
-    i = np.arange(nq, n_bins + 1, dtype=np.int64)
+    stride = max(1, -(-(n_bins - nq + 1) * (nq + 1) // (1 << 24)))
+    cand = np.arange(n_bins, nq - 1, -stride, dtype=np.int64)[::-1]  # always includes all bins
     cs = np.r_[0.0, np.cumsum(h)]
     nzc = np.r_[0, np.cumsum(h > 0)]
     hlogh = np.r_[0.0, np.cumsum(_xlogx(h))]
+    step = max(1, _KL_BLOCK // (nq + 1))
+    kl = np.concatenate([_kl_block(h, cand[s:s + step], nq, total, cs, nzc, hlogh)
+                         for s in range(0, cand.size, step)])
+    if not np.isfinite(kl).any():
+        return None
+    best = np.flatnonzero(kl <= kl.min())[-1]
+    return int(cand[best])
+
+
+def _kl_block(h: np.ndarray, i: np.ndarray, nq: int, total: float, cs: np.ndarray, nzc: np.ndarray,
+              hlogh: np.ndarray) -> np.ndarray:
+    """KL(P‖Q) for the candidates ``i`` (numbers of kept bins), from prefix sums of ``h``."""
     bnd = (np.arange(nq + 1, dtype=np.int64)[None, :] * i[:, None] + nq - 1) // nq
     s = cs[bnd[:, 1:]] - cs[bnd[:, :-1]]  # level sums, (n_i, nq)
     z = nzc[bnd[:, 1:]] - nzc[bnd[:, :-1]]  # non-empty bins per level
@@ -142,11 +170,7 @@ def _kl_bins(h: np.ndarray, outliers: float, nq: int) -> int | None:
         logq = np.log(s / (np.maximum(z, 1) * qtot[:, None]))
         plogq = (np.where(s > 0, s * logq, 0.0).sum(axis=1) + out * logq[:, -1]) / total
     kl = plogp - plogq
-    kl = np.where(((h[i - 1] == 0) & (out > 0)) | (qtot <= 0) | ~np.isfinite(kl), np.inf, kl)
-    if not np.isfinite(kl).any():
-        return None
-    best = np.flatnonzero(kl <= kl.min())[-1]
-    return int(i[best])
+    return np.where(((h[i - 1] == 0) & (out > 0)) | (qtot <= 0) | ~np.isfinite(kl), np.inf, kl)
 
 
 def _kl_threshold(h: np.ndarray, outliers: float, nq: int, w: float, side_max: float) -> float:
@@ -155,9 +179,8 @@ def _kl_threshold(h: np.ndarray, outliers: float, nq: int, w: float, side_max: f
 
 
 def _entropy(hist: Histogram, bits: int, symmetric: bool) -> tuple[float, float]:
-    neg, pos = _side_counts(hist)
+    neg, pos, w = _side_counts(hist)
     low, high = hist.outlier_counts
-    w = hist.bin_width
     if symmetric:
         amax = _abs_max(hist)
         t = _kl_threshold(neg + pos, low + high, 1 << (bits - 1), w, amax)
@@ -204,7 +227,7 @@ def _mse(hist: Histogram, bits: int, symmetric: bool, signed: bool) -> tuple[flo
             return 0.0, 0.0
         t = _search(lambda p, ts: _mse_of(p, -ts, ts, bits, True, signed), coarse, fine, amax, amax)
         return -t, t
-    lo, hi = hist.min, hist.max
+    lo, hi = min(hist.min, 0.0), max(hist.max, 0.0)  # the grid contains 0 anyway
 
     def with_lo(p: Pieces, ts: np.ndarray, lo: float) -> np.ndarray:
         return _mse_of(p, np.full_like(ts, lo), ts, bits, False, signed)
