@@ -52,11 +52,15 @@ def model_path(name: str) -> Path:
         if not (p.is_file() and (DEMO_DIR / "calib.npz").is_file() and (DEMO_DIR / "eval.npz").is_file()):
             raise Unavailable(f"demo not built yet ({p.relative_to(ROOT)} / calib.npz / eval.npz missing)")
         return p
+    from workbench import zoo
+
     if name == "minilm":
+        cached = zoo.default_root() / "derived" / "minilm.onnx"
+        if cached.is_file():  # skip importing torch (it would inflate the memory numbers)
+            return cached
         from workbench.minilm import minilm_onnx
 
         return minilm_onnx()
-    from workbench import zoo
 
     if name not in ("ocr_det", "ocr_rec"):
         raise ValueError(f"unknown benchmark model {name!r}; choose from {MODELS}")
@@ -103,7 +107,8 @@ def nbytes(data: dict[str, np.ndarray]) -> int:
     return int(sum(v.nbytes for v in data.values()))
 
 
-def cycled(data: dict[str, np.ndarray], n: int, *, noise: float = 0.0, seed: int = 0) -> dict[str, np.ndarray]:
+def cycled(data: dict[str, np.ndarray], n: int, *, noise: float = 0.0,
+           seed: int = 0) -> dict[str, np.ndarray]:
     """``n`` samples made by cycling ``data`` (float inputs get Gaussian noise × their std per repeat)."""
     return next(iter(cycled_batches(data, n, batch=n, noise=noise, seed=seed)()))
 
@@ -316,8 +321,3 @@ def table(rows: list[dict[str, Any]], cols: list[str], *, title: str = "") -> st
 
 def log_table(rows: list[dict[str, Any]], cols: list[str], *, title: str = "") -> None:
     log(table(rows, cols, title=title))
-
-
-def quiet_env() -> None:
-    """Keep onnxruntime/torch thread pools at the machine's cores and silence tqdm."""
-    os.environ.setdefault("TQDM_DISABLE", "1")

@@ -33,8 +33,8 @@ def test_quantize_json_contract(files, capsys):
     assert set(result["outputs"]) == {"logits"}
     assert 15 < result["outputs"]["logits"]["sqnr_db"] < 80
     assert 0.95 < result["outputs"]["logits"]["cosine"] <= 1.0
-    assert {l["name"] for l in result["layers"]} >= {"conv1", "dwconv", "fc"}
-    assert all({"name", "op_type", "precision", "sqnr_db"} <= set(l) for l in result["layers"])
+    assert {row["name"] for row in result["layers"]} >= {"conv1", "dwconv", "fc"}
+    assert all({"name", "op_type", "precision", "sqnr_db"} <= set(row) for row in result["layers"])
     assert out.exists() and (files / "out" / "r.html").exists() and (files / "out" / "q.recipe.json").exists()
     html = (files / "out" / "r.html").read_text()
     assert "<script" not in html and "dwconv" in html
@@ -46,7 +46,7 @@ def test_inspect_json(files, capsys):
     result = json.loads(capsys.readouterr().out)
     tensors = {t["tensor"]: t for t in result["tensors"]}
     assert tensors["r1"]["min"] >= 0 and tensors["r1"]["zero_fraction"] > 0.1  # after a fused Relu
-    assert {l["name"] for l in result["layers"]} >= {"conv1", "add"}
+    assert {row["name"] for row in result["layers"]} >= {"conv1", "add"}
 
 
 def test_console_script_runs(files):

@@ -4,8 +4,19 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.recipe import (
-    Auto, ClipRange, Entropy, LayerSpec, MinMax, Mse, PerChannel, Percentile, PerTensor, Precision, Recipe,
-    Symmetry, TensorSpec,
+    Auto,
+    ClipRange,
+    Entropy,
+    LayerSpec,
+    MinMax,
+    Mse,
+    Percentile,
+    PerChannel,
+    PerTensor,
+    Precision,
+    Recipe,
+    Symmetry,
+    TensorSpec,
 )
 from workbench.targets import TARGETS, get_target
 

@@ -9,7 +9,7 @@ Importing this package loads neither torch nor bokeh nor ipywidgets; submodules 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -34,17 +34,6 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-if TYPE_CHECKING:
-    from workbench.errors import WorkbenchError
-    from workbench.models import load_model
-    from workbench.recipe import (
-        Auto, ClipRange, Entropy, LayerSpec, MinMax, Mse, PerChannel, Percentile, PerTensor, Precision,
-        Recipe, Symmetry, TensorSpec,
-    )
-    from workbench.session import Session
-    from workbench.targets import TARGETS
-
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:

@@ -26,7 +26,7 @@ from traitlets import HasTraits, Instance, List
 from workbench.analysis.compare import Comparison, LayerRow, Metric, compare
 from workbench.calibration import Calibration, calibrate
 from workbench.errors import WorkbenchError
-from workbench.export.atomic import save_model, write_text, writable_path
+from workbench.export.atomic import save_model, writable_path, write_text
 from workbench.graph.layers import find_layers
 from workbench.graph.prepare import prepare
 from workbench.models import LoadedModel, load_model
@@ -60,6 +60,11 @@ class Session(HasTraits):
         self._built: tuple[Recipe, QuantPlan, QdqModel] | None = None
         self.recipe = recipe or self.target.default_recipe()
 
+    @property
+    def _splittable(self) -> bool:
+        """Batches may be cut into smaller ones (every input has a dynamic batch axis)."""
+        return all(i.batch_dynamic for i in self.model.inputs)
+
     # -- data ------------------------------------------------------------------------------
     def feeds(self, data: Any, *, batch_size: int = 32, limit: int | None = None):
         return as_feeds(data, self.model, batch_size=batch_size, limit=limit)
@@ -68,7 +73,8 @@ class Session(HasTraits):
         """One streaming pass over ``data``: a histogram for every quantizable activation."""
         feeds = self.feeds(data, batch_size=batch_size, limit=limit)
         self.calibration = calibrate(self.prepared, self.graph.activation_tensors(), feeds,
-                                     num_batches=feeds.num_batches, progress=self.progress)
+                                     num_batches=feeds.num_batches, progress=self.progress,
+                                     splittable=self._splittable)
         self._built = None
         return self.calibration
 
@@ -116,7 +122,8 @@ class Session(HasTraits):
         rows = [LayerRow(name, layer.op_type, plan.layer_precision[name], layer.output)
                 for name, layer in self.graph.layers.items()]
         self.comparison = compare(self.prepared, qdq.proto, qdq.effective, rows, feeds, metric=metric,
-                                  deployed=deployed, num_batches=feeds.num_batches, progress=self.progress)
+                                  deployed=deployed, num_batches=feeds.num_batches, progress=self.progress,
+                                  splittable=self._splittable)
         self.history = [*self.history, (self.recipe, self.comparison)]
         return self.comparison
 

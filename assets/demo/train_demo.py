@@ -114,11 +114,13 @@ def kill_channels(model: DSConvNet, per_layer: int, beta: float = -8.0) -> list[
 
 
 def train(model: DSConvNet, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
-    """SGD + one-cycle LR; weight decay on conv/linear weights only (not BN, not biases)."""
+    """SGD, nesterov momentum, one-cycle LR, batch 64, random shifts of up to 2 pixels."""
     g = torch.Generator().manual_seed(SEED)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+    # MobileNet recipe: weight decay on full convs and the classifier, none on depthwise filters, BN, biases
+    dw = [p for p in model.parameters() if p.ndim == 4 and p.shape[1] == 1 and p.shape[0] > 1]
+    decay = [p for p in model.parameters() if p.ndim > 1 and all(p is not q for q in dw)]
+    rest = [p for p in model.parameters() if all(p is not q for q in decay)]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
                           lr=0.05, momentum=0.9, nesterov=True)
     bs = 64
     steps = epochs * (len(x) // bs)

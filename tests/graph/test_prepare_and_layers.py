@@ -1,5 +1,7 @@
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.builders import conv_net, conv_net_data
 from workbench.graph.layers import find_layers
@@ -24,7 +26,8 @@ def test_prepare_folds_batchnorm_and_keeps_outputs():
 def test_layers_follow_qdq_placement_habits():
     prepared, _ = prepare(conv_net())
     lg = find_layers(prepared)
-    assert list(lg.layers) == ["conv1", "dwconv", "pwconv", "add", "mul", "concat", "gap", "fc"]
+    # "mul" multiplies by a constant: not a layer of its own
+    assert list(lg.layers) == ["conv1", "dwconv", "pwconv", "add", "concat", "gap", "fc"]
     conv1 = lg.layers["conv1"]
     # Relu fused: the layer's output is the Relu output, no QDQ in between.
     assert conv1.fused == ("relu1",) and conv1.output == "r1"
@@ -37,3 +40,38 @@ def test_layers_follow_qdq_placement_habits():
     shared = lg.groups(lg.activation_tensors(), share_concat=True)
     cat_group = next(g for g in shared if "cat" in g)
     assert {"mp", "half", "cat", "res"} <= set(cat_group)
+
+
+def _affine_hardswish_net() -> onnx.ModelProto:
+    """Conv → Mul(c, x) → Add(x, c) → x·clip(x+3, 0, 6)/6 → Div... as PaddleOCR's exporter writes."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w", rng.normal(0, 0.5, (4, 3, 3, 3))), ("b", rng.normal(0, 0.1, 4)),
+        ("s", np.array([1.7])), ("t", rng.normal(0, 0.3, (1, 4, 1, 1))),
+        ("three", np.array(3.0)), ("zero", np.array(0.0)), ("six", np.array(6.0)),
+        ("w2", rng.normal(0, 0.5, (2, 4, 1, 1)))]]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["s", "c"], ["m"], name="scale"),
+        helper.make_node("Add", ["m", "t"], ["a"], name="shift"),
+        helper.make_node("Add", ["a", "three"], ["a3"], name="hs_add"),
+        helper.make_node("Clip", ["a3", "zero", "six"], ["cl"], name="hs_clip"),
+        helper.make_node("Mul", ["a", "cl"], ["mc"], name="hs_mul"),
+        helper.make_node("Div", ["mc", "six"], ["hs"], name="hs_div"),
+        helper.make_node("Conv", ["hs", "w2"], ["y"], name="conv2"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_constant_affine_folds_into_conv_and_hardswish_fuses():
+    model = _affine_hardswish_net()
+    prepared, notes = prepare(model)
+    ops = [n.op_type for n in prepared.graph.node]
+    assert ops == ["Conv", "HardSwish", "Conv"], ops
+    assert any("folded 2" in n for n in notes) and any("hard-swish" in n for n in notes)
+    x = np.random.default_rng(0).normal(0, 1, (4, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(_run(prepared, x), _run(model, x), rtol=1e-4, atol=1e-5)
+    lg = find_layers(prepared)
+    assert [layer.op_type for layer in lg.layers.values()] == ["Conv", "HardSwish", "Conv"]

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench.numerics import ErrorAccumulator
-from workbench.runtime import Runner
+from workbench.runtime import Runner, Slicer
 
 Metric = Callable[[dict[str, np.ndarray]], float]
 """User metric: model outputs over the whole evaluation set (concatenated) -> a number."""
@@ -71,7 +71,7 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 def compare(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, effective: dict[str, str],
             layers: Sequence[LayerRow], feeds: Iterable[dict[str, np.ndarray]], *,
             metric: Metric | None = None, deployed: bool = True, num_batches: int | None = None,
-            progress: bool = True) -> Comparison:
+            progress: bool = True, splittable: bool = True) -> Comparison:
     """Run float, reference-QDQ and deployed-QDQ side by side over ``feeds``."""
     outputs = [o.name for o in float_model.graph.output]
     tensors = list(dict.fromkeys([*outputs, *(row.tensor for row in layers)]))
@@ -82,28 +82,23 @@ def compare(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, effective:
     dep_err = {t: ErrorAccumulator() for t in outputs}
     dep_vs_ref = {t: ErrorAccumulator() for t in outputs}
     kept: dict[str, list[dict[str, np.ndarray]]] = {"float": [], "quantized": [], "deployed": []}
+    slicer = Slicer([float_run, ref_run, *([dep_run] if dep_run else [])], splittable=splittable)
     samples = 0
-    bar = tqdm(total=num_batches, desc="comparing", disable=not progress, unit="batch")
-    try:
+    with tqdm(total=num_batches, desc="comparing", disable=not progress, unit="batch") as bar:
         for feed in feeds:
-            samples += len(next(iter(feed.values())))
-            f = float_run.run(feed)
-            r = ref_run.run(feed)
-            for t in tensors:
-                ref_err[t].update(f[t], r[effective.get(t, t)])
-            if dep_run is not None:
-                d = dep_run.run(feed)
-                for t in outputs:
-                    dep_err[t].update(f[t], d[t])
-                    dep_vs_ref[t].update(r[effective.get(t, t)], d[t])
-            if metric is not None:
-                kept["float"].append({t: f[t] for t in outputs})
-                kept["quantized"].append({t: r[effective.get(t, t)] for t in outputs})
-                if dep_run is not None:
-                    kept["deployed"].append({t: d[t] for t in outputs})
+            for part, (f, r, *d) in slicer.run(feed):
+                samples += len(next(iter(part.values())))
+                for t in tensors:
+                    ref_err[t].update(f[t], r[effective.get(t, t)])
+                for t in outputs if d else ():
+                    dep_err[t].update(f[t], d[0][t])
+                    dep_vs_ref[t].update(r[effective.get(t, t)], d[0][t])
+                if metric is not None:
+                    kept["float"].append({t: f[t] for t in outputs})
+                    kept["quantized"].append({t: r[effective.get(t, t)] for t in outputs})
+                    if d:
+                        kept["deployed"].append({t: d[0][t] for t in outputs})
             bar.update(1)
-    finally:
-        bar.close()
 
     out_rows = []
     for t in outputs:

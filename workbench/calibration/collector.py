@@ -7,16 +7,18 @@ cached per (tensor, rule, bits, symmetry, signedness).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
+from tqdm.auto import tqdm
 
 from workbench.numerics import Histogram, array_clip_range, clip_range
 from workbench.recipe import MinMax, RangeRule
-from workbench.runtime import Runner, run_batches
+from workbench.runtime import Runner, Slicer
+from workbench.runtime.slicer import DEFAULT_MAX_BYTES
 
 
 @dataclass
@@ -54,23 +56,23 @@ class Calibration:
 
 
 def calibrate(model: onnx.ModelProto, tensors: Sequence[str], feeds: Iterable[dict[str, np.ndarray]], *,
-              num_batches: int | None = None, progress: bool = True, bins: int = 2048) -> Calibration:
-    """Run ``model`` once over ``feeds``, folding every tensor of ``tensors`` into a histogram."""
-    runner = Runner(model, outputs=list(tensors))
+              num_batches: int | None = None, progress: bool = True, bins: int = 2048,
+              splittable: bool = True, max_bytes: int = DEFAULT_MAX_BYTES) -> Calibration:
+    """Run ``model`` once over ``feeds``, folding every tensor of ``tensors`` into a histogram.
+
+    Peak memory is the model's own plus at most ``max_bytes`` of exposed tensors (batches are
+    run in slices when ``splittable``), whatever the number of samples."""
+    slicer = Slicer([Runner(model, outputs=list(tensors))], max_bytes=max_bytes, splittable=splittable)
     hists = {t: Histogram(bins=bins) for t in tensors}
-    seen = [0]
-    for outs in run_batches(runner, count_samples(feeds, seen), total=num_batches, desc="calibrating",
-                            progress=progress):
-        for name, value in outs.items():
-            hists[name].update(value)
-    return Calibration(hists, seen[0])
-
-
-def count_samples(feeds: Iterable[dict[str, np.ndarray]], seen: list[int]) -> Iterator[dict[str, np.ndarray]]:
-    """Pass ``feeds`` through, adding each batch's sample count to ``seen[0]``."""
-    for feed in feeds:
-        seen[0] += len(next(iter(feed.values())))
-        yield feed
+    samples = 0
+    with tqdm(total=num_batches, desc="calibrating", disable=not progress, unit="batch") as bar:
+        for feed in feeds:
+            for part, (outs,) in slicer.run(feed):
+                samples += len(next(iter(part.values())))
+                for name, value in outs.items():
+                    hists[name].update(value)
+            bar.update(1)
+    return Calibration(hists, samples)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def _bars(layers: pd.DataFrame) -> str:
     """Horizontal bars of per-layer SQNR (dB), in graph order."""
     vals = [(str(r.layer), float(r.sqnr_db)) for r in layers.itertuples()]
     finite = [v for _, v in vals if math.isfinite(v)]
-    top = max(finite + [1.0])
+    top = max([*finite, 1.0])
     h, width = 14, 700
     parts = []
     for i, (name, v) in enumerate(vals):

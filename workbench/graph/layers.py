@@ -7,7 +7,10 @@ its weight and bias initializers and its output. Placement follows onnxruntime a
   layer (no QDQ between them): the layer's output is the activation's output;
 - shape-only ops (Reshape, Transpose, MaxPool, ...) are *pass-through*: their output shares
   the quantization parameters of their input (one group), so they can run in int8;
-- Concat inputs and output share one scale where the target asks for it.
+- Concat inputs and output share one scale where the target asks for it;
+- Add/Mul are layers only with two activation operands (a residual Add, x·sigmoid(x));
+  with a constant operand they stay float and take their input from its grid, as an
+  integer pipeline folds them into the neighbouring requantization.
 
 Groups are the unit of quantization parameters: every tensor in a group gets the same
 scale and zero-point, computed from the union of the members' calibrated ranges.
@@ -32,6 +35,7 @@ PASS_THROUGH = {
     "Identity", "Slice", "Split", "DepthToSpace", "SpaceToDepth", "Expand", "Tile",
 }
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
+ELEMENTWISE = {"Add", "Mul"}  # layers only when both operands are activations
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
                 onnx.TensorProto.DOUBLE}
 
@@ -180,8 +184,8 @@ def find_layers(model: onnx.ModelProto) -> LayerGraph:
             acts = [node.input[0]] if is_act(node.input[0]) else []
         elif op in WEIGHTED and op != "MatMul":
             continue  # Conv/Gemm with a computed weight: leave float
-        if not acts:
-            continue
+        if not acts or (op in ELEMENTWISE and len(acts) < 2):
+            continue  # x·c and x+c ride on their input's grid (requantization absorbs them)
         output = node.output[0]
         fused: list[str] = []
         nxt = consumers.get(output, [])

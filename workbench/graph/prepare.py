@@ -1,6 +1,7 @@
 """Float-to-float rewrites done once before quantization, so that the float reference and
-the quantized model share one graph: Constant nodes become initializers, BatchNormalization
-folds into the Conv/ConvTranspose/Gemm before it.
+the quantized model share one graph: Constant nodes become initializers; BatchNormalization
+and constant per-channel Mul/Add/Sub/Div fold into the Conv/ConvTranspose before them; the
+exporters' decomposed hard-swish becomes one HardSwish node.
 
 BN folding (inference-mode BN after a linear op with weight W, bias b):
     y = γ (W x + b − μ) / sqrt(σ² + ε) + β
@@ -40,62 +41,137 @@ def constants_to_initializers(model: onnx.ModelProto) -> int:
     return moved
 
 
-def fold_batchnorm(model: onnx.ModelProto) -> list[str]:
-    """Fold every BatchNormalization that is the only consumer of a Conv/ConvTranspose
-    output with an initializer weight into that op (in place). Returns the folded BN names."""
+def _channel_vector(value: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
+    """``value`` as one number per output channel when it broadcasts against [N, C, ...] only
+    along C (or is a scalar); None otherwise."""
+    if value.size == 1:
+        return np.full(channels, float(value.ravel()[0]))
+    if value.ndim > rank:
+        return None
+    shape = (1,) * (rank - value.ndim) + value.shape
+    if shape[1] != channels or any(d != 1 for i, d in enumerate(shape) if i != 1):
+        return None
+    return value.reshape(channels).astype(np.float64)
+
+
+def _affine_of(node: onnx.NodeProto, x: str, inits: dict[str, onnx.TensorProto], channels: int,
+               rank: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) per channel when ``node`` computes ``scale·x + shift`` of its input ``x``."""
+    op = node.op_type
+    if op == "BatchNormalization":
+        if len(node.output) != 1 or node.input[0] != x or any(i not in inits for i in node.input[1:5]):
+            return None
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[i]).astype(np.float64) for i in node.input[1:5])
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        k = gamma / np.sqrt(var + eps)
+        return k, beta - mean * k
+    if op not in ("Mul", "Add", "Sub", "Div") or len(node.input) != 2:
+        return None
+    others = [i for i in node.input if i != x]
+    if len(others) != 1 or others[0] not in inits or (op in ("Sub", "Div") and node.input[0] != x):
+        return None
+    c = _channel_vector(numpy_helper.to_array(inits[others[0]]), channels, rank)
+    if c is None or (op == "Div" and np.any(c == 0)):
+        return None
+    one, zero = np.ones(channels), np.zeros(channels)
+    return {"Mul": (c, zero), "Add": (one, c), "Sub": (one, -c), "Div": (1.0 / c, zero)}[op]
+
+
+def fold_affine_into_conv(model: onnx.ModelProto) -> list[str]:
+    """Fold per-channel affine ops (BatchNormalization, Mul/Add/Sub/Div by a constant) that are
+    the only consumer of a Conv/ConvTranspose output into its weight and bias, repeatedly
+    (in place). Returns the names of the folded nodes. As onnxruntime's ConvBNFusion,
+    ConvMulFusion and ConvAddFusion: y = s·(W x + b) + t = (s·W) x + (s·b + t)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
     graph_outputs = {o.name for o in graph.output}
     folded: list[str] = []
-    drop: set[int] = set()
-    for bn in graph.node:
-        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
-            continue
-        prev = producers.get(bn.input[0])
-        if prev is None or prev.op_type not in _FOLDABLE or consumers.get(bn.input[0]) != 1 \
-                or bn.input[0] in graph_outputs:
-            continue
-        if prev.input[1] not in inits or any(x not in inits for x in bn.input[1:5]):
-            continue
-        if len(prev.input) > 2 and prev.input[2] and prev.input[2] not in inits:
-            continue
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[x]).astype(np.float64) for x in bn.input[1:5])
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        k = gamma / np.sqrt(var + eps)
-        w_init = inits[prev.input[1]]
-        w = numpy_helper.to_array(w_init).astype(np.float64)
-        axis = _FOLDABLE[prev.op_type]
-        if prev.op_type == "ConvTranspose":
-            group = next((a.i for a in prev.attribute if a.name == "group"), 1)
-            if group != 1:
+    changed = True
+    while changed:
+        changed = False
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in graph.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        for conv in graph.node:
+            if conv.op_type not in _FOLDABLE or len(conv.input) < 2 or conv.input[1] not in inits:
                 continue
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        has_bias = len(prev.input) > 2 and bool(prev.input[2])
-        b = numpy_helper.to_array(inits[prev.input[2]]).astype(np.float64) if has_bias else np.zeros_like(k)
-        dtype = numpy_helper.to_array(w_init).dtype
-        # Keep the user's initializer names where nothing else reads them.
-        w_name = prev.input[1] if consumers.get(prev.input[1]) == 1 else f"{prev.name}.weight_bnfolded"
-        b_name = prev.input[2] if has_bias and consumers.get(prev.input[2]) == 1 else f"{prev.name}.bias_bnfolded"
-        _set_initializer(graph, inits, numpy_helper.from_array((w * k.reshape(shape)).astype(dtype), w_name))
-        _set_initializer(graph, inits, numpy_helper.from_array(((b - mean) * k + beta).astype(dtype), b_name))
-        inputs = [prev.input[0], w_name, b_name]
-        del prev.input[:]
-        prev.input.extend(inputs)
-        prev.output[0] = bn.output[0]
-        drop.add(id(bn))
-        folded.append(bn.name)
-    if drop:
-        nodes = [n for n in graph.node if id(n) not in drop]
-        del graph.node[:]
-        graph.node.extend(nodes)
+            out = conv.output[0]
+            nxt = consumers.get(out, [])
+            if len(nxt) != 1 or out in graph_outputs:
+                continue
+            has_bias = len(conv.input) > 2 and bool(conv.input[2])
+            if has_bias and conv.input[2] not in inits:
+                continue
+            if conv.op_type == "ConvTranspose" and next((a.i for a in conv.attribute if a.name == "group"), 1) != 1:
+                continue
+            w_init = inits[conv.input[1]]
+            w = numpy_helper.to_array(w_init).astype(np.float64)
+            axis = _FOLDABLE[conv.op_type]
+            affine = _affine_of(nxt[0], out, inits, w.shape[axis], w.ndim)
+            if affine is None:
+                continue
+            scale, shift = affine
+            b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_bias else np.zeros_like(scale)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            dtype = numpy_helper.to_array(w_init).dtype
+            uses = {i: len(consumers.get(i, [])) for i in conv.input[1:]}
+            # Keep the user's initializer names where nothing else reads them.
+            w_name = conv.input[1] if uses[conv.input[1]] == 1 else f"{conv.name}.weight_folded"
+            b_name = conv.input[2] if has_bias and uses[conv.input[2]] == 1 else f"{conv.name}.bias_folded"
+            _set_initializer(graph, inits, numpy_helper.from_array((w * scale.reshape(shape)).astype(dtype), w_name))
+            _set_initializer(graph, inits, numpy_helper.from_array((b * scale + shift).astype(dtype), b_name))
+            del conv.input[1:]
+            conv.input.extend([w_name, b_name])
+            conv.output[0] = nxt[0].output[0]
+            graph.node.remove(nxt[0])
+            folded.append(nxt[0].name)
+            changed = True
+            break
+    if folded:
         _drop_unused_initializers(model)
     return folded
+
+
+def fuse_hardswish(model: onnx.ModelProto) -> int:
+    """Replace the exporter's decomposed hard-swish ``x · clip(x + 3, 0, 6) / 6`` with one
+    HardSwish node (in place), so it quantizes as one op. Returns how many were fused."""
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) == 1}
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def const(name: str, value: float) -> bool:
+        return name in consts and float(consts[name].ravel()[0]) == value
+
+    fused = 0
+    for div in list(graph.node):
+        if div.op_type not in ("Div", "Mul") or len(div.input) != 2:
+            continue
+        scale_ok = const(div.input[1], 6.0) if div.op_type == "Div" else \
+            any(name in consts and abs(float(consts[name].ravel()[0]) - 1 / 6) < 1e-7 for name in div.input)
+        mul = producers.get(div.input[0]) if div.op_type == "Div" else \
+            next((producers.get(i) for i in div.input if i not in consts), None)
+        if not scale_ok or mul is None or mul.op_type != "Mul":
+            continue
+        clip = next((producers.get(i) for i in mul.input if producers.get(i) is not None
+                     and producers[i].op_type == "Clip"), None)
+        if clip is None or len(clip.input) < 3 or not (const(clip.input[1], 0.0) and const(clip.input[2], 6.0)):
+            continue
+        add = producers.get(clip.input[0])
+        if add is None or add.op_type != "Add":
+            continue
+        x = next((i for i in add.input if i not in consts), None)
+        if x is None or not any(const(i, 3.0) for i in add.input) or set(mul.input) != {x, clip.output[0]}:
+            continue
+        pos = list(graph.node).index(div)
+        graph.node.insert(pos, onnx.helper.make_node("HardSwish", [x], [div.output[0]], name=f"{div.name}/HardSwish"))
+        for n in (div, mul, clip, add):
+            graph.node.remove(n)
+        fused += 1
+    if fused:
+        _drop_unused_initializers(model)
+    return fused
 
 
 def _set_initializer(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], tensor: onnx.TensorProto) -> None:
@@ -122,12 +198,14 @@ def prepare(model: onnx.ModelProto, opset: int = QDQ_OPSET) -> tuple[onnx.ModelP
     notes = []
     if n := constants_to_initializers(out):
         notes.append(f"{n} Constant node(s) turned into initializers")
-    if folded := fold_batchnorm(out):
-        notes.append(f"folded {len(folded)} BatchNormalization node(s) into the preceding Conv")
     current = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), opset)
     if current < opset:
         out = upgrade_opset(out, opset)
         notes.append(f"opset {current} upgraded to {opset}")
+    if folded := fold_affine_into_conv(out):
+        notes.append(f"folded {len(folded)} BatchNormalization/constant Mul-Add node(s) into the preceding Conv")
+    if fused := fuse_hardswish(out):
+        notes.append(f"fused {fused} decomposed hard-swish pattern(s) x·clip(x+3,0,6)/6 into HardSwish")
     del out.graph.value_info[:]
     out = onnx.shape_inference.infer_shapes(out)
     return out, notes

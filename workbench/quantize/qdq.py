@@ -26,7 +26,6 @@ from workbench.numerics import QParams, quantize
 from workbench.quantize.plan import QuantPlan
 
 
-
 @dataclass(frozen=True)
 class QdqModel:
     proto: onnx.ModelProto

@@ -2,5 +2,6 @@
 
 from workbench.runtime.feeds import Feeds, as_feeds
 from workbench.runtime.runner import Runner, run_batches
+from workbench.runtime.slicer import Slicer
 
-__all__ = ["Feeds", "Runner", "as_feeds", "run_batches"]
+__all__ = ["Feeds", "Runner", "Slicer", "as_feeds", "run_batches"]
