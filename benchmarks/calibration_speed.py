@@ -8,8 +8,7 @@ every activation exposed and optimisations off). The two, plus a few diagnostics
 repetition; medians are reported. The breakdown comes from the same calibration calls (``Runner.run``,
 ``Histogram.update`` and ``Runner.__init__`` are wrapped with timers): time in onnxruntime with the
 intermediate outputs exposed, in histogram updates, in building the session, and the rest (batching).
-Diagnostics: float with optimisations off (what the exposed run costs without its outputs) and
-calibration at a small batch size (shows how much of the cost is large-output memory traffic).
+Diagnostic: float with optimisations off (what the exposed run costs without its extra outputs).
 """
 
 from __future__ import annotations
@@ -38,11 +37,10 @@ from benchmarks.common import (
 )
 
 GOAL = 1.3
-# 256 samples is the target; the OCR models calibrate at ~1 s/sample here (2 cores), so by default they
-# use 64 to keep run_all short (the ratio is per batch, so it barely depends on the count).
-DEFAULT_SAMPLES = {"demo": 256, "minilm": 256, "ocr_rec": 64, "ocr_det": 64}
+# 256 samples is the target; the OCR models take 128 by default to keep run_all short (the ratio is per
+# batch, so it barely depends on the count). Pass --samples 256 for the full run.
+DEFAULT_SAMPLES = {"demo": 256, "minilm": 256, "ocr_rec": 128, "ocr_det": 128}
 OCR_DET_SIZE = 256  # a modest detector input keeps this benchmark short
-SMALL_BATCH = 4
 
 
 def measure(name: str, samples: int, reps: int, batch: int) -> dict[str, Any]:
@@ -58,19 +56,16 @@ def measure(name: str, samples: int, reps: int, batch: int) -> dict[str, Any]:
     t = time.perf_counter()
     s = Session(path, target="ort-cpu", progress=False)
     init_s = time.perf_counter() - t
-    dynamic = has_dynamic_batch(path)
     batches = list(s.feeds(data, batch_size=batch))
     used_batch = len(next(iter(batches[0].values())))
+    tensors = s.graph.activation_tensors()
 
     plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     noopt = Runner(s.prepared, optimize=False)
     plain.run(None, batches[0])  # warm-up (first-run allocations)
     noopt.run(batches[0])
 
-    acc = {"run": [0.0], "hist": [0.0], "build": [0.0]}
-    parts: dict[str, list[float]] = {"run": [], "hist": [], "build": []}
-    out_bytes = [0]
-    tensors = s.graph.activation_tensors()
+    parts: dict[str, list[list[float]]] = {"run": [], "hist": [], "build": []}
 
     def float_plain() -> None:
         for b in batches:
@@ -81,34 +76,23 @@ def measure(name: str, samples: int, reps: int, batch: int) -> dict[str, Any]:
             noopt.run(b)
 
     def calibrate() -> None:
-        for a in acc.values():
-            a[0] = 0.0
+        acc = {k: [0.0, 0] for k in parts}
         with timed_method(Runner, "run", acc["run"]), timed_method(Histogram, "update", acc["hist"]), \
                 timed_method(Runner, "__init__", acc["build"]):
             s.calibrate(data, batch_size=batch)
         for k in parts:
-            parts[k].append(acc[k][0])
+            parts[k].append(acc[k])
 
-    def calibrate_small() -> None:
-        s.calibrate(data, batch_size=SMALL_BATCH)
-
-    fns = {"float": float_plain, "float_noopt": float_noopt, "calibrate": calibrate}
-    if dynamic and batch > SMALL_BATCH:
-        fns[f"calibrate_b{SMALL_BATCH}"] = calibrate_small
-    times = interleaved(fns, reps)
-
-    # bytes exposed per batch (one extra run, outside the timings)
-    probe = Runner(s.prepared, outputs=tensors)
-    out_bytes[0] = sum(v.nbytes for v in probe.run(batches[0]).values())
-    del probe
+    times = interleaved({"float": float_plain, "float_noopt": float_noopt, "calibrate": calibrate}, reps)
+    one = {k: v[:1] for k, v in batches[0].items()}  # exposed bytes per sample (outside the timings)
+    per_sample = sum(v.nbytes for v in Runner(s.prepared, outputs=tensors).run(one).values())
 
     med = {k: median(v) for k, v in times.items()}
-    run_s, hist_s, build_s = (median(parts[k]) for k in ("run", "hist", "build"))
+    run_s, hist_s, build_s = (median([a[0] for a in parts[k]]) for k in ("run", "hist", "build"))
     cal = med["calibrate"]
-    n_batches = len(batches)
-    exposed_gb = out_bytes[0] * n_batches / 2**30
-    row: dict[str, Any] = {
-        "samples": samples, "batch_size": used_batch, "dynamic_batch": dynamic, "reps": reps,
+    exposed_gb = per_sample * samples / 2**30
+    return {
+        "samples": samples, "batch_size": used_batch, "dynamic_batch": has_dynamic_batch(path), "reps": reps,
         "input_shapes": {k: list(v.shape[1:]) for k, v in data.items()},
         "session_init_s": init_s,
         "float_s": med["float"], "calibrate_s": cal, "ratio": cal / med["float"],
@@ -117,17 +101,13 @@ def measure(name: str, samples: int, reps: int, batch: int) -> dict[str, Any]:
             "ort_exposed_run_s": run_s, "histogram_update_s": hist_s, "session_build_s": build_s,
             "other_s": cal - run_s - hist_s - build_s,
             "ort_exposed_share": run_s / cal, "histogram_share": hist_s / cal,
+            "ort_runs": parts["run"][0][1] if parts["run"] else None,
             "float_noopt_s": med["float_noopt"],
-            "exposed_tensors": len(tensors), "exposed_mb_per_batch": out_bytes[0] / 2**20,
+            "exposed_tensors": len(tensors), "exposed_mb_per_sample": per_sample / 2**20,
             "histogram_gb_per_s": exposed_gb / hist_s if hist_s else None,
         },
         "times_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
     }
-    small = f"calibrate_b{SMALL_BATCH}"
-    if small in med:
-        row[f"{small}_s"] = med[small]
-        row[f"ratio_b{SMALL_BATCH}"] = med[small] / med["float"]
-    return row
 
 
 def main() -> None:
@@ -148,10 +128,12 @@ def main() -> None:
             results[name] = {"skipped": str(e)}
         except Exception as e:
             results[name] = {"error": error_tail(e)}
-        log(f"[calibration_speed] {name}: {results[name]}")
+        r = results[name]
+        log(f"[calibration_speed] {name}: " + (f"ratio {r['ratio']:.2f} (float {r['float_s']:.2f} s, calibrate "
+                                              f"{r['calibrate_s']:.2f} s)" if "ratio" in r else str(r)))
     rows = [{"model": k, **v, **v.get("breakdown", {})} for k, v in results.items()]
-    log_table(rows, ["model", "samples", "float_s", "calibrate_s", "ratio", f"ratio_b{SMALL_BATCH}",
-                     "ort_exposed_share", "histogram_share", "exposed_mb_per_batch"],
+    log_table(rows, ["model", "samples", "float_s", "calibrate_s", "ratio", "ort_exposed_share",
+                     "histogram_share", "ort_runs", "exposed_mb_per_sample", "histogram_gb_per_s"],
               title="calibration time / float inference time")
     emit({"benchmark": "calibration_speed", "goal_ratio": GOAL, "ocr_det_size": OCR_DET_SIZE,
           "total_s": time.perf_counter() - t0, "models": results})

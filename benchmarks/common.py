@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 MODELS = ("demo", "ocr_det", "ocr_rec", "minilm")
-DEMO_DIR = ROOT / "assets" / "demo"
+DEMO_DIR = Path(os.environ.get("WORKBENCH_BENCH_DEMO_DIR") or ROOT / "assets" / "demo")  # env: for testing
 SEED = 20240601
 OCR_DET_SIZE = 320
 MINILM_SEQ = 32
@@ -50,7 +50,7 @@ def model_path(name: str) -> Path:
     if name == "demo":
         p = DEMO_DIR / "mnist_dsconv.onnx"
         if not (p.is_file() and (DEMO_DIR / "calib.npz").is_file() and (DEMO_DIR / "eval.npz").is_file()):
-            raise Unavailable(f"demo not built yet ({p.relative_to(ROOT)} / calib.npz / eval.npz missing)")
+            raise Unavailable(f"demo not built yet ({p} / calib.npz / eval.npz missing)")
         return p
     from workbench import zoo
 
@@ -181,7 +181,8 @@ def median(xs: list[float]) -> float:
 
 @contextlib.contextmanager
 def timed_method(cls: type, method: str, acc: list[float]) -> Iterator[None]:
-    """Patch ``cls.method`` so every call adds its wall time to ``acc[0]`` (restored afterwards)."""
+    """Patch ``cls.method`` so every call adds its wall time to ``acc[0]`` and 1 to ``acc[1]``
+    (restored afterwards)."""
     orig = getattr(cls, method)
 
     def wrapper(self: Any, *a: Any, **kw: Any) -> Any:
@@ -190,6 +191,7 @@ def timed_method(cls: type, method: str, acc: list[float]) -> Iterator[None]:
             return orig(self, *a, **kw)
         finally:
             acc[0] += time.perf_counter() - t
+            acc[1] += 1
 
     setattr(cls, method, wrapper)
     try:
@@ -213,11 +215,12 @@ def rss_mb() -> float:
 
 # -- child processes ----------------------------------------------------------------------------------------
 def run_child(args: list[str], *, timeout: float = 1800, mem_limit_gb: float | None = None,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+              env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run ``python <args>`` in a fresh process; return the JSON object it printed last on stdout, plus
     ``child_peak_rss_mb`` (the kernel's high-water mark for that child, from ``wait4``), ``wall_s``,
     ``returncode``, and ``error`` (stderr tail) when it failed. ``mem_limit_gb`` caps its address
-    space (RLIMIT_AS) so a runaway child fails instead of taking the machine down."""
+    space (RLIMIT_AS) so a runaway child fails instead of taking the machine down. ``cwd`` defaults to
+    the repository root (pass a temp folder for tools that drop files in the working directory)."""
     import resource
 
     def limit() -> None:
@@ -228,7 +231,7 @@ def run_child(args: list[str], *, timeout: float = 1800, mem_limit_gb: float | N
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, cwd=ROOT, env=full_env,
+        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, cwd=cwd or ROOT, env=full_env,
                                 preexec_fn=limit)
         deadline = t0 + timeout
         status, usage = 0, None
@@ -307,7 +310,7 @@ def fmt(v: Any, digits: int = 3) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float | np.floating):
-        return "—" if not math.isfinite(v) else f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.0f}"
+        return "—" if not math.isfinite(v) else f"{v:.{digits}g}" if abs(v) < 100 else f"{v:.0f}"
     return str(v)
 
 

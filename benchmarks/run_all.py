@@ -81,7 +81,7 @@ def _notes(section: str, models: dict[str, Any]) -> list[str]:
         for k, v in r.get("quantizers", {}).items():
             if isinstance(v, dict) and "error" in v:
                 out.append(f"{section}/{name}/{k}: ERROR — {str(v['error'])[-400:]}")
-        for k in ("small", "large", "batch4"):
+        for k in ("small", "large"):
             v = r.get(k)
             if isinstance(v, dict) and "error" in v:
                 out.append(f"{section}/{name}/{k}: ERROR — {str(v['error'])[-400:]}")
@@ -100,8 +100,8 @@ def markdown(res: dict[str, Any]) -> str:
                  "hist %": 100 * v["breakdown"]["histogram_share"] if "breakdown" in v else None}
                 for k, v in sp["models"].items()]
         parts.append(table(rows, ["model", "samples", "batch_size", "float_s", "calibrate_s", "ratio",
-                                  "ort %", "hist %", "session_build_s", "float_noopt_s",
-                                  "exposed_mb_per_batch", "histogram_gb_per_s", "calibrate_b4_s", "ratio_b4"],
+                                  "ort %", "hist %", "session_build_s", "ort_runs", "float_noopt_s",
+                                  "exposed_mb_per_sample", "histogram_gb_per_s"],
                          title=f"(a) Calibration time ÷ float inference time (goal ≤ {sp.get('goal_ratio')}; "
                                f"median of interleaved reps; OCR det at {sp.get('ocr_det_size')}px)"))
         notes += _notes("speed", sp["models"])
@@ -109,7 +109,7 @@ def markdown(res: dict[str, Any]) -> str:
     if "models" in mem:
         rows = [{"model": k, **v} for k, v in mem["models"].items()]
         parts.append(table(rows, ["model", "batch_size", "small_samples", "large_samples", "peak_small_mb",
-                                  "peak_large_mb", "rel_diff", "meets_rel_goal", "meets_abs_goal", "peak_b4_mb"],
+                                  "peak_large_mb", "rel_diff", "meets_rel_goal", "meets_abs_goal"],
                            title=f"(b) Calibration peak RSS in MB, fresh process each (goal: < "
                                  f"{100 * mem.get('goal_rel_diff', 0):g} % apart; OCR < "
                                  f"{mem.get('goal_abs_mb')} MB)"))

@@ -5,9 +5,10 @@
 Per model, on the same calibration and held-out data: ours is ``Session(model, target="ort-cpu")`` →
 ``calibrate`` → ``quantize``; onnxruntime is ``quantize_static`` in QDQ format, per_channel=True, QUInt8
 activations / QInt8 weights, calibrate_method MinMax or Percentile, its defaults otherwise, after
-``quant_pre_process`` (what onnxruntime's quantization docs recommend; if it fails the raw file is used
-and the JSON says so). For fairness onnxruntime quantizes the SAME float graph we do (``s.prepared``:
-BN folded, opset 21) and, separately, the original file. Each quantizer runs in a fresh process (so its
+``quant_pre_process`` (what onnxruntime's quantization docs recommend; where its symbolic shape inference
+fails, with ``skip_symbolic_shape=True``; the JSON says which per model). For fairness onnxruntime
+quantizes the SAME float graph we do (``s.prepared``: BN folded, opset 21) and, separately, the original
+file. Each quantizer runs in a fresh process (so its
 time and peak RSS are its own; onnxruntime's is capped at 12 GB of address space).
 
 SQNR/cosine are on the held-out data against the float graph the quantizer started from, in exact Q/DQ
@@ -48,6 +49,7 @@ DEFAULT_CALIB = {"demo": 64, "minilm": 64, "ocr_rec": 32, "ocr_det": 32}
 DEFAULT_EVAL = 32
 ORT_CAP_GB = 12.0
 METHODS = ("MinMax", "Percentile")
+_OOM = ("MemoryError", "bad_alloc", "Unable to allocate", "Failed to allocate", "std::bad_alloc")
 
 
 # -- children -----------------------------------------------------------------------------------------------
@@ -67,16 +69,23 @@ def child_ours(name: str, tmp: Path) -> dict[str, Any]:
     q = s.quantize()
     t4 = time.perf_counter()
     onnx.save(q, str(tmp / "ours.onnx"))
-    return {"init_s": t1 - t0, "calibrate_s": t3 - t2, "quantize_s": t4 - t3,
-            "time_s": (t1 - t0) + (t4 - t2), "recipe": str(s.recipe)[:300]}
+    return {"init_s": t1 - t0, "calibrate_s": t3 - t2, "quantize_s": t4 - t3, "time_s": (t1 - t0) + (t4 - t2)}
 
 
 def child_pre(src: Path, out: Path) -> dict[str, Any]:
+    """``quant_pre_process`` with its defaults; if its symbolic shape inference gives up (it does on
+    the OCR models' dynamic shapes), again with ``skip_symbolic_shape=True`` (ONNX shape inference only,
+    which onnxruntime's docs suggest for non-transformer models)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     t = time.perf_counter()
-    quant_pre_process(str(src), str(out))
-    return {"time_s": time.perf_counter() - t}
+    try:
+        quant_pre_process(str(src), str(out))
+        how = "quant_pre_process (defaults)"
+    except Exception as e:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+        how = f"quant_pre_process(skip_symbolic_shape=True); the default failed: {str(e)[:120]}"
+    return {"time_s": time.perf_counter() - t, "how": how}
 
 
 def child_ort(src: Path, out: Path, method: str, calib: Path, batch: int) -> dict[str, Any]:
@@ -147,9 +156,32 @@ def evaluate(qpath: Path, ref: dict[str, np.ndarray], data: dict[str, np.ndarray
     return out
 
 
+def _evaluate_or_error(qpath: Path, ref: dict[str, np.ndarray], data: dict[str, np.ndarray], batch: int
+                       ) -> dict[str, Any]:
+    try:
+        return evaluate(qpath, ref, data, batch)
+    except Exception as e:  # e.g. a quantized model onnxruntime itself cannot load
+        log(f"  evaluating {qpath.name} failed: {e}")
+        return {"error": f"evaluating the quantized model failed: {error_tail(e, 1)}"}
+
+
+def _ort(src: Path, out: Path, method: str, tmp: Path, batch: int, ref: dict[str, np.ndarray],
+         held: dict[str, np.ndarray]) -> dict[str, Any]:
+    """onnxruntime ``quantize_static`` in a capped child, then the evaluation of its model."""
+    r = _child(["--ort", str(src), str(out), method, str(tmp / "calib.npz"), str(batch)],
+               mem_limit_gb=ORT_CAP_GB, timeout=1200, cwd=tmp)
+    q: dict[str, Any] = {"time_s": r.get("time_s"), "peak_rss_mb": r.get("child_peak_rss_mb")}
+    if "error" in r:
+        q["error"] = r["error"]
+        if r.get("returncode") == -9 or any(m in r["error"] for m in _OOM):
+            q["exceeded"] = f"{ORT_CAP_GB:g} GB cap"
+        return q
+    return {**q, **_evaluate_or_error(out, ref, held, batch)}
+
+
 # -- per model ----------------------------------------------------------------------------------------------
 def _child(args: list[str], **kw: Any) -> dict[str, Any]:
-    r = run_child([str(Path(__file__).resolve()), *args], **kw)
+    r = run_child([str(Path(__file__).resolve()), *args], cwd=kw.pop("cwd", tempfile.gettempdir()), **kw)
     log(f"  {args[0]} {' '.join(Path(a).name for a in args[1:3])} -> {r.get('wall_s')} s, "
         f"peak {r.get('child_peak_rss_mb')} MB" + (f"  ERROR {r['error'][-400:]}" if "error" in r else ""))
     return r
@@ -164,7 +196,7 @@ def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
         tmp = Path(d)
         np.savez(tmp / "calib.npz", **calib)
 
-        ours = _child(["--ours", name, str(tmp)])
+        ours = _child(["--ours", name, str(tmp)], cwd=tmp)
         prepared = tmp / "prepared.onnx"
         if not prepared.is_file():
             return {**res, "error": f"Session could not prepare the model: {ours.get('error')}"}
@@ -177,29 +209,24 @@ def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
         if "error" in ours:
             q["error"] = ours["error"]
         else:
-            q.update(evaluate(tmp / "ours.onnx", ref["prepared"], held, batch))
+            q.update(_evaluate_or_error(tmp / "ours.onnx", ref["prepared"], held, batch))
         quantizers["ours"] = q
 
         res["preprocess"] = {}
         for src_name, src in (("prepared", prepared), ("original", original)):
             pre = tmp / f"pre_{src_name}.onnx"
-            p = _child(["--pre", str(src), str(pre)])
-            res["preprocess"][src_name] = ("quant_pre_process" if "error" not in p
+            p = _child(["--pre", str(src), str(pre)], cwd=tmp)
+            res["preprocess"][src_name] = (p.get("how") if "error" not in p
                                            else f"quant_pre_process failed, raw file used: {p['error'][-300:]}")
             start = pre if "error" not in p else src
             for method in METHODS:
                 key = f"ort_{method.lower()}" + ("" if src_name == "prepared" else "_original")
-                out = tmp / f"{key}.onnx"
-                r = _child(["--ort", str(start), str(out), method, str(tmp / "calib.npz"), str(batch)],
-                           mem_limit_gb=ORT_CAP_GB, timeout=1200)
-                q = {"time_s": r.get("time_s"), "peak_rss_mb": r.get("child_peak_rss_mb"),
-                     "preprocess_s": p.get("time_s")}
-                if "error" in r:
-                    q["error"] = r["error"]
-                    if "MemoryError" in r["error"] or "bad_alloc" in r["error"] or r.get("returncode") == -9:
-                        q["exceeded"] = f"{ORT_CAP_GB:g} GB cap"
-                else:
-                    q.update(evaluate(out, ref[src_name], held, batch))
+                q = _ort(start, tmp / f"{key}.onnx", method, tmp, batch, ref[src_name], held)
+                q["preprocess_s"] = p.get("time_s")
+                if start != src and "error" in q and "exceeded" not in q:
+                    log(f"  {key}: retrying on the file without quant_pre_process")
+                    q = {**_ort(src, tmp / f"{key}.onnx", method, tmp, batch, ref[src_name], held),
+                         "preprocessed_failed": q["error"][-400:], "preprocess": "none (pre-processed model failed)"}
                 quantizers[key] = q
     res["quantizers"] = quantizers
     scores = {k: v.get("sqnr_db") for k, v in quantizers.items()}
@@ -257,7 +284,7 @@ def main() -> None:
               title="output SQNR (dB) on held-out data, exact Q/DQ arithmetic")
     emit({"benchmark": "vs_onnxruntime", "ort_settings": {
         "quant_format": "QDQ", "per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8",
-        "preprocess": "onnxruntime.quantization.shape_inference.quant_pre_process (defaults)",
+        "preprocess": "quant_pre_process (defaults; skip_symbolic_shape=True where that fails; per model)",
         "other": "quantize_static defaults"}, "total_s": time.perf_counter() - t0, "models": results})
 
 

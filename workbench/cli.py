@@ -49,6 +49,8 @@ def _session(args: argparse.Namespace):
     session = Session(args.model, target=args.target if recipe is None else None, recipe=recipe,
                       progress=progress)
     session.calibrate(args.data, batch_size=args.batch_size, limit=args.limit)
+    if recipe is None and not args.no_search:
+        session.search_ranges(batch_size=args.batch_size)
     return session
 
 
@@ -59,6 +61,7 @@ def _summary(session, comparison) -> dict[str, Any]:
                "tensor": r["tensor"], "sqnr_db": r["sqnr_db"], "cosine": r["cosine"], "mse": r["mse"],
                "max_abs": r["max_abs"]} for r in d["layers"]]
     return {"target": session.target.name, "num_samples": d["num_samples"], "outputs": outputs,
+            "activation_range": session.recipe.activations.to_dict()["range"],
             "layers": layers, "notes": session.notes + session.plan.notes}
 
 
@@ -112,6 +115,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="use at most this many samples")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-search", action="store_true",
+                   help="keep the target's default activation range rule instead of choosing the best of "
+                        "auto/minmax/percentile/entropy/mse by output SQNR on the calibration data")
 
 
 def parser() -> argparse.ArgumentParser:

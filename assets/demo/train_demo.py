@@ -57,7 +57,9 @@ class DSConvNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
         strides = (2, 2, 1, 1)
-        self.blocks = nn.Sequential(*(DSBlock(a, b, s) for a, b, s in zip(widths[:-1], widths[1:], strides, strict=True)))
+        self.blocks = nn.Sequential(
+            *(DSBlock(a, b, s) for a, b, s in zip(widths[:-1], widths[1:], strides, strict=True))
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], 10)
 
@@ -96,8 +98,8 @@ def shift_batch(x: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> torc
 # ------------------------------------------------------------------------------------------------ training
 
 
-def kill_channels(model: DSConvNet, per_layer: int, beta: float = -8.0) -> list[tuple[str, int]]:
-    """Start ``per_layer`` channels of every BN that feeds a depthwise conv with shift ``beta``: dead ReLUs.
+def kill_channels(model: DSConvNet, layers: list[str], per_layer: int = 1, beta: float = -8.0) -> list[tuple[str, int]]:
+    """Start ``per_layer`` channels of each BN in ``layers`` (ones that feed a depthwise conv) with shift ``beta``.
 
     Their ReLU never fires, so the depthwise BN downstream sees (almost) zero variance and BN folding scales
     those depthwise filters by 1/sqrt(eps) ~ 316: the outlier channels that break per-tensor int8 weights.
@@ -105,7 +107,8 @@ def kill_channels(model: DSConvNet, per_layer: int, beta: float = -8.0) -> list[
     g = torch.Generator().manual_seed(SEED)
     feeders = {"stem.1": model.stem[1], **{f"blocks.{i}.4": b[4] for i, b in enumerate(model.blocks[:-1])}}
     dead = []
-    for name, bn in feeders.items():
+    for name in layers:
+        bn = feeders[name]
         for c in torch.randperm(bn.num_features, generator=g)[:per_layer].tolist():
             with torch.no_grad():
                 bn.bias[c] = beta
@@ -120,8 +123,12 @@ def train(model: DSConvNet, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
     dw = [p for p in model.parameters() if p.ndim == 4 and p.shape[1] == 1 and p.shape[0] > 1]
     decay = [p for p in model.parameters() if p.ndim > 1 and all(p is not q for q in dw)]
     rest = [p for p in model.parameters() if all(p is not q for q in decay)]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
-                          lr=0.05, momentum=0.9, nesterov=True)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
+        lr=0.05,
+        momentum=0.9,
+        nesterov=True,
+    )
     bs = 64
     steps = epochs * (len(x) // bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.4, total_steps=steps, pct_start=0.2)
@@ -154,12 +161,21 @@ def export(model: DSConvNet, path: Path) -> onnx.ModelProto:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (torch.zeros(1, 1, 28, 28),), buf, dynamo=False, opset_version=17, do_constant_folding=False,
-            input_names=["image"], output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}},
+            model,
+            (torch.zeros(1, 1, 28, 28),),
+            buf,
+            dynamo=False,
+            opset_version=17,
+            do_constant_folding=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}},
         )
     m = tidy(onnx.load_from_string(buf.getvalue()))
-    m.producer_name, m.doc_string = "workbench assets/demo/train_demo.py", (
-        "MNIST depthwise-separable CNN; input 'image' = pixels/255 in [0,1], normalised inside the model")
+    m.producer_name, m.doc_string = (
+        "workbench assets/demo/train_demo.py",
+        ("MNIST depthwise-separable CNN; input 'image' = pixels/255 in [0,1], normalised inside the model"),
+    )
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, path)
     return m
@@ -206,8 +222,9 @@ def fold_bn(m: onnx.ModelProto) -> onnx.ModelProto:
         b = (arr[conv.input[2]] if len(conv.input) > 2 else 0.0) - mean
         b = b * s + beta
         wn, bnm = conv.output[0] + "_W_folded", conv.output[0] + "_B_folded"
-        g.initializer.extend([numpy_helper.from_array(w.astype(np.float32), wn),
-                              numpy_helper.from_array(b.astype(np.float32), bnm)])
+        g.initializer.extend(
+            [numpy_helper.from_array(w.astype(np.float32), wn), numpy_helper.from_array(b.astype(np.float32), bnm)]
+        )
         del conv.input[1:]
         conv.input.extend([wn, bnm])
         conv.output[0] = bn.output[0]
@@ -233,8 +250,9 @@ def fake_quant_weights(m: onnx.ModelProto, per_channel: bool, bits: int = 8) -> 
         axes = tuple(range(1, w.ndim)) if per_channel else None
         amax = np.abs(w).max(axis=axes, keepdims=per_channel)
         scale = np.where(amax > 0, amax / qmax, 1.0)
-        init.CopyFrom(numpy_helper.from_array((np.clip(np.round(w / scale), -qmax, qmax) * scale)
-                                              .astype(np.float32), init.name))
+        init.CopyFrom(
+            numpy_helper.from_array((np.clip(np.round(w / scale), -qmax, qmax) * scale).astype(np.float32), init.name)
+        )
     return m
 
 
@@ -256,8 +274,10 @@ def weight_ranges(m: onnx.ModelProto) -> list[str]:
             w = arr[n.input[1]]
             ch = np.abs(w).reshape(w.shape[0], -1).max(1)
             kind = "dw" if any(a.name == "group" and a.i > 1 for a in n.attribute) else n.op_type
-            out.append(f"  {n.output[0]:40s} {kind:4s} C={w.shape[0]:3d} max|w|={ch.max():8.3f} "
-                       f"max/median={ch.max() / np.median(ch):7.1f}  ch<1/127*max: {(ch < ch.max() / 127).sum()}")
+            out.append(
+                f"  {n.output[0]:40s} {kind:4s} C={w.shape[0]:3d} max|w|={ch.max():8.3f} "
+                f"max/median={ch.max() / np.median(ch):7.1f}  ch<1/127*max: {(ch < ch.max() / 127).sum()}"
+            )
     return out
 
 
@@ -284,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--dead", type=int, default=1, help="dead channels per layer feeding a depthwise conv")
+    ap.add_argument("--dead", nargs="*", default=["stem.1"], help="BN layers that get one dead channel each")
     args = ap.parse_args(argv)
 
     t0 = time.time()

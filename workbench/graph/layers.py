@@ -8,6 +8,10 @@ its weight and bias initializers and its output. Placement follows onnxruntime a
 - shape-only ops (Reshape, Transpose, MaxPool, ...) are *pass-through*: their output shares
   the quantization parameters of their input (one group), so they can run in int8;
 - Concat inputs and output share one scale where the target asks for it;
+- Softmax is not a layer: its input (often scores plus a −1e4 mask) stays float and its
+  output is quantized where a MatMul reads it, as TensorRT does for attention;
+- float tensors computed only from integer inputs and constants (attention-mask biases)
+  are not activations;
 - Add/Mul are layers only with two activation operands (a residual Add, x·sigmoid(x));
   with a constant operand they stay float and take their input from its grid, as an
   integer pipeline folds them into the neighbouring requantization.
@@ -26,8 +30,8 @@ from onnx import helper
 
 WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 COMPUTE = {
-    "Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool", "Resize", "Softmax", "Sigmoid",
-    "LeakyRelu", "HardSigmoid", "HardSwish", "Tanh", "ReduceMean", "InstanceNormalization",
+    "Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool", "Resize", "Sigmoid",
+    "LeakyRelu", "HardSigmoid", "HardSwish", "Tanh", "InstanceNormalization",
     "LayerNormalization", "Relu", "Clip", "PRelu",
 }
 PASS_THROUGH = {
@@ -139,6 +143,20 @@ def _weight_axis(node: onnx.NodeProto, weight_rank: int) -> int:
     return weight_rank - 1  # MatMul: [.., K, N] -> per output column
 
 
+def _data_independent_of_floats(graph: onnx.GraphProto, inits: dict, types: dict[str, int]) -> set[str]:
+    """Float tensors computed only from integer inputs and constants: attention-mask biases
+    (−1e4 or −1e38 where a token is padding), position tables. They are not activations:
+    quantizing them (or what they are added to) destroys the masked Softmax."""
+    static = set(inits) | {i.name for i in graph.input if types.get(i.name) not in _FLOAT_TYPES}
+    out: set[str] = set()
+    for node in graph.node:  # topological order; an embedding lookup starts real activations
+        if node.input and all(not i or i in static for i in node.input) and not (
+                node.op_type.startswith("Gather") and types.get(node.output[0]) in _FLOAT_TYPES):
+            static.update(o for o in node.output if o)
+            out.update(o for o in node.output if o and types.get(o) in _FLOAT_TYPES)
+    return out
+
+
 def find_layers(model: onnx.ModelProto) -> LayerGraph:
     """Find the layers of a prepared float graph (shape inference already run)."""
     graph = model.graph
@@ -146,8 +164,10 @@ def find_layers(model: onnx.ModelProto) -> LayerGraph:
     types = {v.name: v.type.tensor_type.elem_type
              for v in (*graph.input, *graph.output, *graph.value_info)}
     types.update({t.name: t.data_type for t in graph.initializer})
-    float_tensors = {name for name, ty in types.items() if ty in _FLOAT_TYPES and name not in inits}
     producers = {o: n for n in graph.node for o in n.output if o}
+    derived = _data_independent_of_floats(graph, inits, types)
+    float_tensors = {name for name, ty in types.items()
+                     if ty in _FLOAT_TYPES and name not in inits and name not in derived}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
         for i in n.input:
