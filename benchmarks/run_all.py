@@ -81,6 +81,9 @@ def _notes(section: str, models: dict[str, Any]) -> list[str]:
         for k, v in r.get("quantizers", {}).items():
             if isinstance(v, dict) and "error" in v:
                 out.append(f"{section}/{name}/{k}: ERROR — {str(v['error'])[-400:]}")
+            if isinstance(v, dict) and "preprocessed_failed" in v:
+                out.append(f"{section}/{name}/{k}: quantizing the quant_pre_process'ed file gave a model "
+                           f"onnxruntime cannot load, so the raw file was used — {v['preprocessed_failed'][-300:]}")
         for k in ("small", "large"):
             v = r.get(k)
             if isinstance(v, dict) and "error" in v:
@@ -133,6 +136,10 @@ def markdown(res: dict[str, Any]) -> str:
                                   "ort_percentile_time_s"],
                            title="(c) Cosine, deployed SQNR (optimisations on, this CPU) and quantizer time (s)"))
         notes += _notes("vs_ort", vs["models"])
+    if "models" in vs:
+        notes += [f"vs_ort/{k}: onnxruntime pre-processing — " + "; ".join(f"{s}: {h}" for s, h in
+                                                                          v.get("preprocess", {}).items())
+                  for k, v in vs["models"].items() if "preprocess" in v]
     for key in ("calibration_speed", "calibration_memory", "vs_onnxruntime"):
         if "error" in res.get(key, {}):
             notes.append(f"{key}: ERROR — {res[key]['error']}")
