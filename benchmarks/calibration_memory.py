@@ -83,10 +83,12 @@ def child_ort(name: str, n: int) -> dict[str, Any]:
     base = rss_mb()
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        quantize_static(str(model_path(name)), str(Path(tmp) / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        quantize_static(str(model_path(name)), str(Path(tmp) / "q.onnx"), Reader(),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.Percentile)
-    return {"samples": n, "quantize_s": time.perf_counter() - t, "base_mb": base, "self_peak_mb": peak_rss_mb()}
+    return {"samples": n, "quantize_s": time.perf_counter() - t, "base_mb": base,
+            "self_peak_mb": peak_rss_mb()}
 
 
 def _run(args: list[str], **kw: Any) -> dict[str, Any]:
@@ -146,13 +148,15 @@ def main() -> None:
     if not args.no_ort and "ocr_rec" in args.models.split(","):
         log(f"[calibration_memory] onnxruntime quantize_static Percentile, ocr_rec, {ORT_SAMPLES} samples")
         with tempfile.TemporaryDirectory() as tmp:  # onnxruntime's tools drop files in the working folder
-            r = _run(["--ort-child", "ocr_rec", str(ORT_SAMPLES)], mem_limit_gb=ORT_CAP_GB, timeout=900, cwd=tmp)
+            r = _run(["--ort-child", "ocr_rec", str(ORT_SAMPLES)], mem_limit_gb=ORT_CAP_GB, timeout=900,
+                     cwd=tmp)
         ours = _run(["--child", "ocr_rec", str(ORT_SAMPLES), str(args.batch_size)])
         out["onnxruntime_percentile_ocr_rec"] = {
             "samples": ORT_SAMPLES, "cap_gb": ORT_CAP_GB, "batch_size": 32,
             "peak_mb": "exceeded" if "error" in r else r["child_peak_rss_mb"],
             "quantize_s": r.get("quantize_s"), "error": r.get("error"),
-            "ours_peak_mb_same_samples": ours.get("child_peak_rss_mb"), "ours_calibrate_s": ours.get("calibrate_s"),
+            "ours_peak_mb_same_samples": ours.get("child_peak_rss_mb"),
+            "ours_calibrate_s": ours.get("calibrate_s"),
         }
     out["total_s"] = time.perf_counter() - t0
     rows = [{"model": k, **v} for k, v in results.items()]

@@ -129,8 +129,9 @@ def main() -> None:
         except Exception as e:
             results[name] = {"error": error_tail(e)}
         r = results[name]
-        log(f"[calibration_speed] {name}: " + (f"ratio {r['ratio']:.2f} (float {r['float_s']:.2f} s, calibrate "
-                                              f"{r['calibrate_s']:.2f} s)" if "ratio" in r else str(r)))
+        summary = (f"ratio {r['ratio']:.2f} (float {r['float_s']:.2f} s, calibrate {r['calibrate_s']:.2f} s)"
+                   if "ratio" in r else str(r))
+        log(f"[calibration_speed] {name}: {summary}")
     rows = [{"model": k, **v, **v.get("breakdown", {})} for k, v in results.items()]
     log_table(rows, ["model", "samples", "float_s", "calibrate_s", "ratio", "ort_exposed_share",
                      "histogram_share", "ort_runs", "exposed_mb_per_sample", "histogram_gb_per_s"],

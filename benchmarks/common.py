@@ -231,8 +231,8 @@ def run_child(args: list[str], *, timeout: float = 1800, mem_limit_gb: float | N
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, cwd=cwd or ROOT, env=full_env,
-                                preexec_fn=limit)
+        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, cwd=cwd or ROOT,
+                                env=full_env, preexec_fn=limit)
         deadline = t0 + timeout
         status, usage = 0, None
         while True:

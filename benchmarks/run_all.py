@@ -83,7 +83,8 @@ def _notes(section: str, models: dict[str, Any]) -> list[str]:
                 out.append(f"{section}/{name}/{k}: ERROR — {str(v['error'])[-400:]}")
             if isinstance(v, dict) and "preprocessed_failed" in v:
                 out.append(f"{section}/{name}/{k}: quantizing the quant_pre_process'ed file gave a model "
-                           f"onnxruntime cannot load, so the raw file was used — {v['preprocessed_failed'][-300:]}")
+                           "onnxruntime cannot load, so the raw file was used — "
+                           f"{v['preprocessed_failed'][-300:]}")
         for k in ("small", "large"):
             v = r.get(k)
             if isinstance(v, dict) and "error" in v:
@@ -119,22 +120,25 @@ def markdown(res: dict[str, Any]) -> str:
         o = mem.get("onnxruntime_percentile_ocr_rec")
         if o:
             parts.append(f"onnxruntime `quantize_static` (Percentile), ocr_rec, {o['samples']} samples, "
-                         f"{o['cap_gb']:g} GB cap: peak **{fmt(o['peak_mb'])} MB** in {fmt(o.get('quantize_s'))} s "
-                         f"(ours, same samples: {fmt(o.get('ours_peak_mb_same_samples'))} MB).")
+                         f"{o['cap_gb']:g} GB cap: peak **{fmt(o['peak_mb'])} MB** in "
+                         f"{fmt(o.get('quantize_s'))} s (ours, same samples: "
+                         f"{fmt(o.get('ours_peak_mb_same_samples'))} MB).")
         notes += _notes("memory", mem["models"])
     vs = res.get("vs_onnxruntime", {})
     if "models" in vs:
         rows = [{"model": k, **v} for k, v in vs["models"].items()]
-        parts.append(table(rows, ["model", "calib_samples", "eval_samples", "ours_sqnr_db", "ort_minmax_sqnr_db",
-                                  "ort_percentile_sqnr_db", "ort_minmax_original_sqnr_db",
-                                  "ort_percentile_original_sqnr_db", "ours_highest"],
+        parts.append(table(rows, ["model", "calib_samples", "eval_samples", "ours_sqnr_db",
+                                  "ort_minmax_sqnr_db", "ort_percentile_sqnr_db",
+                                  "ort_minmax_original_sqnr_db", "ort_percentile_original_sqnr_db",
+                                  "ours_highest"],
                            title="(c) Output SQNR (dB) vs float on held-out data, exact Q/DQ arithmetic "
                                  "(ORT on our prepared graph; *_original: on the original file)"))
         parts.append(table(rows, ["model", "ours_cosine", "ort_minmax_cosine", "ort_percentile_cosine",
                                   "ours_deployed_sqnr_db", "ort_minmax_deployed_sqnr_db",
                                   "ort_percentile_deployed_sqnr_db", "ours_time_s", "ort_minmax_time_s",
                                   "ort_percentile_time_s"],
-                           title="(c) Cosine, deployed SQNR (optimisations on, this CPU) and quantizer time (s)"))
+                           title="(c) Cosine, deployed SQNR (optimisations on, this CPU) and quantizer "
+                                 "time (s)"))
         notes += _notes("vs_ort", vs["models"])
     if "models" in vs:
         notes += [f"vs_ort/{k}: onnxruntime pre-processing — " + "; ".join(f"{s}: {h}" for s, h in
@@ -151,7 +155,8 @@ def markdown(res: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=None, help="comma-separated subset of demo,ocr_det,ocr_rec,minilm")
-    ap.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated subset of " + ",".join(SCRIPTS))
+    ap.add_argument("--only", default=",".join(SCRIPTS),
+                    help="comma-separated subset of " + ",".join(SCRIPTS))
     ap.add_argument("--out", default=str(HERE / "results.json"))
     ap.add_argument("--md", default=str(HERE / "RESULTS.md"))
     args = ap.parse_args()

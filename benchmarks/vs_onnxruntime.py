@@ -218,8 +218,8 @@ def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
         for src_name, src in (("prepared", prepared), ("original", original)):
             pre = tmp / f"pre_{src_name}.onnx"
             p = _child(["--pre", str(src), str(pre)], cwd=tmp)
-            res["preprocess"][src_name] = (p.get("how") if "error" not in p
-                                           else f"quant_pre_process failed, raw file used: {p['error'][-300:]}")
+            res["preprocess"][src_name] = (p.get("how") if "error" not in p else
+                                           f"quant_pre_process failed, raw file used: {p['error'][-300:]}")
             start = pre if "error" not in p else src
             for method in METHODS:
                 key = f"ort_{method.lower()}" + ("" if src_name == "prepared" else "_original")
@@ -228,7 +228,8 @@ def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
                 if start != src and "error" in q and "exceeded" not in q:
                     log(f"  {key}: retrying on the file without quant_pre_process")
                     q = {**_ort(src, tmp / f"{key}.onnx", method, tmp, batch, ref[src_name], held),
-                         "preprocessed_failed": q["error"][-400:], "preprocess": "none (pre-processed model failed)"}
+                         "preprocessed_failed": q["error"][-400:],
+                         "preprocess": "none (pre-processed model failed)"}
                 quantizers[key] = q
     res["quantizers"] = quantizers
     scores = {k: v.get("sqnr_db") for k, v in quantizers.items()}
@@ -255,7 +256,8 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=DEFAULT_EVAL, help="held-out samples")
     ap.add_argument("--ours", nargs=2, metavar=("MODEL", "TMP"), help=argparse.SUPPRESS)
     ap.add_argument("--pre", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
-    ap.add_argument("--ort", nargs=5, metavar=("SRC", "OUT", "METHOD", "CALIB", "BATCH"), help=argparse.SUPPRESS)
+    ap.add_argument("--ort", nargs=5, metavar=("SRC", "OUT", "METHOD", "CALIB", "BATCH"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.ours:
         emit(child_ours(args.ours[0], Path(args.ours[1])))
@@ -282,7 +284,8 @@ def main() -> None:
     rows = [{"model": k, **v} for k, v in results.items()]
     log_table(rows, ["model", "ours_sqnr_db", "ort_minmax_sqnr_db", "ort_percentile_sqnr_db",
                      "ort_minmax_original_sqnr_db", "ort_percentile_original_sqnr_db", "ours_highest",
-                     "ours_deployed_sqnr_db", "ort_minmax_deployed_sqnr_db", "ort_percentile_deployed_sqnr_db"],
+                     "ours_deployed_sqnr_db", "ort_minmax_deployed_sqnr_db",
+                     "ort_percentile_deployed_sqnr_db"],
               title="output SQNR (dB) on held-out data, exact Q/DQ arithmetic")
     emit({"benchmark": "vs_onnxruntime", "ort_settings": {
         "quant_format": "QDQ", "per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8",
