@@ -13,7 +13,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, clean, fmt, log, table
+from workbench.export.atomic import write_text
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"speed": ("calibration_speed", "calibration_speed.py"),
@@ -59,16 +59,7 @@ def run_script(script: str, extra: list[str]) -> dict[str, Any]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, text, "benchmark results")
 
 
 def _notes(section: str, models: dict[str, Any]) -> list[str]:

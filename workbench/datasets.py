@@ -20,7 +20,6 @@ import contextlib
 import io
 import math
 import os
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -30,6 +29,7 @@ import numpy as np
 
 from workbench import zoo
 from workbench.errors import WorkbenchError
+from workbench.export.atomic import write_bytes
 
 __all__ = [
     "OCR_DET_MEAN",
@@ -446,18 +446,7 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
     p = Path(path)
     if not arrays:
         raise WorkbenchError(f"nothing to save to {str(p)!r}; pass a dict of name -> array")
-    if p.is_dir():
-        raise WorkbenchError(f"{str(p)!r} is a folder; give a .npz file name")
-    if not p.parent.exists():
-        raise WorkbenchError(f"folder {str(p.parent)!r} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    write_bytes(p, buf.getvalue(), "npz output")
     return p
