@@ -13,6 +13,7 @@ replaced, never mutated in place, so traitlets observers (the widgets) see every
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,8 @@ from workbench.graph.prepare import prepare
 from workbench.models import LoadedModel, load_model
 from workbench.numerics import ErrorAccumulator
 from workbench.quantize import QdqModel, QuantPlan, build_plan, build_qdq, verify_qdq
+from workbench.quantize.overrides import overrides_to_recipe, plan_to_overrides
+from workbench.quantize.plan import check_names
 from workbench.recipe import Auto, Entropy, LayerSpec, MinMax, Mse, Percentile, Precision, RangeRule, Recipe, rule_name
 from workbench.runtime import Runner, as_feeds
 from workbench.targets import get_target
@@ -138,6 +141,31 @@ class Session(HasTraits):
         self.notes = [*self.notes, f"activation range rule '{rule_name(best)}' chosen by output SQNR on "
                                    f"{min(limit, self.calibration.num_samples)} calibration samples"]
         return table.drop(columns="range")
+
+    def import_overrides(self, source: str | os.PathLike | dict) -> Recipe:
+        """Apply onnxruntime ``TensorQuantOverrides`` (a dict or a JSON file) as tensor overrides.
+        Names that do not exist or are not quantized are errors, not silently ignored."""
+        if not isinstance(source, dict):
+            p = Path(source)
+            if not p.is_file():
+                raise WorkbenchError(f"TensorQuantOverrides file {str(p)!r} does not exist")
+            try:
+                source = json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                raise WorkbenchError(f"TensorQuantOverrides file {str(p)!r} is not valid JSON: {e}") from None
+        weights = {layer.weight for layer in self.graph.layers.values() if layer.weight}
+        recipe = overrides_to_recipe(source, self.recipe, weights=weights)
+        check_names(recipe, self.graph)
+        self.recipe = recipe
+        return recipe
+
+    def export_overrides(self, path: str | os.PathLike | None = None) -> dict:
+        """The current plan as onnxruntime ``TensorQuantOverrides`` (exact scales/zero-points);
+        also written as JSON to ``path`` (atomically) when given."""
+        overrides = plan_to_overrides(self.plan)
+        if path is not None:
+            write_text(path, json.dumps(overrides, indent=1), "TensorQuantOverrides output")
+        return overrides
 
     # -- quantize --------------------------------------------------------------------------
     def _build(self) -> tuple[QuantPlan, QdqModel]:
