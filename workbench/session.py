@@ -25,7 +25,7 @@ import pandas as pd
 from traitlets import HasTraits, Instance, List
 
 from workbench.analysis.compare import Comparison, LayerRow, Metric, compare
-from workbench.calibration import Calibration, calibrate
+from workbench.calibration import Calibration, WeightStats, calibrate, weight_stats
 from workbench.errors import WorkbenchError
 from workbench.export.atomic import save_model, writable_path, write_text
 from workbench.graph.layers import find_layers
@@ -224,6 +224,13 @@ class Session(HasTraits):
         df["scale"] = [float(plan[t].qparams.scale) if t in plan else np.nan for t in df.tensor]
         df["zero_point"] = [int(plan[t].qparams.zero_point) if t in plan else np.nan for t in df.tensor]
         return df
+
+    def weight_stats(self, layer: str) -> WeightStats:
+        """Per-tensor histogram and per-output-channel ranges of ``layer``'s weight."""
+        lay = self.graph.layers.get(layer)
+        if lay is None or lay.weight is None:
+            raise WorkbenchError(f"{layer!r} is not a layer with a weight; see session.layers()")
+        return weight_stats(lay.weight, self.weights[lay.weight], lay.weight_axis or 0)
 
     # -- export ----------------------------------------------------------------------------
     def export(self, path: str | os.PathLike, *, report: str | os.PathLike | None = None,

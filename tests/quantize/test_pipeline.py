@@ -112,3 +112,18 @@ def test_overrides_naming_missing_things_are_errors(session):
         session.recipe = base.with_tensor("bn1", TensorSpec())
         session.quantize()
     session.recipe = base
+
+
+def test_weight_stats_and_calibration_round_trip(session):
+    from workbench.calibration import Calibration
+
+    ws = session.weight_stats("dwconv")
+    w = session.weights["dw.w"]
+    np.testing.assert_array_equal(ws.channel_min, w.reshape(8, -1).min(1))
+    np.testing.assert_array_equal(ws.channel_max, w.reshape(8, -1).max(1))
+    assert ws.histogram.count == w.size
+    with pytest.raises(WorkbenchError, match="not a layer with a weight"):
+        session.weight_stats("add")
+    back = Calibration.from_dict(session.calibration.to_dict())
+    assert back.num_samples == session.calibration.num_samples
+    np.testing.assert_array_equal(back.histograms["r1"].counts, session.calibration.histograms["r1"].counts)

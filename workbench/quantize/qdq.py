@@ -40,11 +40,7 @@ def _int_tensor(name: str, q: np.ndarray, qp: QParams) -> TensorProto:
 
 
 def _zero_point(name: str, qp: QParams) -> TensorProto:
-    zp = np.asarray(qp.zero_point)
-    if qp.bits == 4:
-        dtype = TensorProto.INT4 if qp.signed else TensorProto.UINT4
-        return helper.make_tensor(name, dtype, zp.shape, zp.astype(np.int64).ravel().tolist())
-    return numpy_helper.from_array(zp.astype(qp.np_dtype), name)
+    return _int_tensor(name, np.asarray(qp.zero_point), qp)
 
 
 class _Writer:
