@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[torch,ui,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[torch,ui,tflite,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,12 @@ class LoadedModel:
     format: str = "onnx"
     original_opset: int = 0  # 0: take the proto's opset
     notes: list[str] = field(default_factory=list)
+    #: For converted models (TFLite, PyTorch): runs the *original* model in its own runtime on
+    #: one feed (ONNX input names → arrays) and returns its outputs keyed by ONNX output name.
+    source_runtime: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = field(
+        default=None, repr=False, compare=False)
+    #: Output SQNR (dB) of onnxruntime vs the source runtime, measured at import (None: not yet).
+    parity_sqnr_db: dict[str, float] | None = None
     _inits: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
     _inits_of: onnx.ModelProto | None = field(default=None, init=False, repr=False, compare=False)
 
