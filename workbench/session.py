@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,24 +23,52 @@ from typing import Any
 import numpy as np
 import onnx
 import pandas as pd
-from traitlets import HasTraits, Instance, List
+from traitlets import HasTraits, Instance, List, observe
 
 from workbench.analysis.compare import Comparison, LayerRow, Metric, compare
+from workbench.autosave import Autosave, autosave_path, fingerprint, read_autosave, write_autosave
 from workbench.calibration import Calibration, WeightStats, calibrate, weight_stats
 from workbench.errors import WorkbenchError
 from workbench.export.atomic import save_model, writable_path, write_text
 from workbench.graph.layers import find_layers
 from workbench.graph.prepare import prepare
+from workbench.ledger import LedgerEntry, ledger_table, now, recipe_diff, summarize
 from workbench.models import LoadedModel, load_model
-from workbench.numerics import ErrorAccumulator
+from workbench.numerics import ErrorAccumulator, compute_qparams, expected_error
 from workbench.quantize import QdqModel, QuantPlan, build_plan, build_qdq, verify_qdq
 from workbench.quantize.overrides import overrides_to_recipe, plan_to_overrides
 from workbench.quantize.plan import check_names
-from workbench.recipe import Auto, Entropy, LayerSpec, MinMax, Mse, Percentile, Precision, RangeRule, Recipe, rule_name
+from workbench.recipe import (
+    Auto,
+    ClipRange,
+    Entropy,
+    LayerSpec,
+    MinMax,
+    Mse,
+    Percentile,
+    PerChannel,
+    PerTensor,
+    RangeRule,
+    Recipe,
+    Symmetry,
+    TensorSpec,
+    rule_name,
+)
 from workbench.runtime import Runner, as_feeds
 from workbench.targets import get_target
 
 SEARCH_RULES: tuple[RangeRule, ...] = (Auto(), MinMax(), Percentile(99.99), Entropy(), Mse())
+KEEP: Any = object()  # "leave this setting as it is" in Session.set
+
+
+def as_rule(rule: str | RangeRule) -> RangeRule:
+    """A range rule from its name ('minmax', 'percentile', 'entropy', 'mse', 'auto') or itself."""
+    if isinstance(rule, str):
+        found = [r for r in SEARCH_RULES if rule_name(r) == rule]
+        if not found:
+            raise WorkbenchError(f"range rule {rule!r}: use one of {[rule_name(r) for r in SEARCH_RULES]}")
+        return found[0]
+    return rule
 
 
 class Session(HasTraits):
@@ -48,10 +77,10 @@ class Session(HasTraits):
     recipe = Instance(Recipe)
     calibration = Instance(Calibration, allow_none=True)
     comparison = Instance(Comparison, allow_none=True)
-    history = List()
+    ledger = List()  # LedgerEntry per evaluated recipe, oldest first
 
     def __init__(self, model: Any, *, target: str | None = None, recipe: Recipe | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, autosave: bool | str | os.PathLike = True) -> None:
         super().__init__()
         self.model: LoadedModel = load_model(model)
         if recipe is not None and target is not None and recipe.target != target:
@@ -65,7 +94,15 @@ class Session(HasTraits):
         self.weights = {t.name: onnx.numpy_helper.to_array(t) for t in self.prepared.graph.initializer}
         self._built: tuple[Recipe, QuantPlan, QdqModel] | None = None
         self._calibration_data: Any = None
+        self._undo: list[Recipe] = []
+        self._redo: list[Recipe] = []
+        self._tracking = False
         self.recipe = recipe or self.target.default_recipe()
+        self._autosave_path: Path | None = None
+        self.autosaved: Autosave | None = None
+        if autosave:
+            self._open_autosave(autosave, offer=recipe is None)
+        self._tracking = True
 
     @property
     def _splittable(self) -> bool:
@@ -87,14 +124,36 @@ class Session(HasTraits):
         return self.calibration
 
     # -- recipe ----------------------------------------------------------------------------
-    def set(self, layer: str, *, precision: str | Precision | None = None) -> Recipe:
-        """Set one layer's precision ('float32', 'float16', 'int16', 'int8', 'int4'; None resets)."""
-        if layer not in self.graph.layers:
-            raise WorkbenchError(f"no quantizable layer named {layer!r}; see session.layers()")
-        old = self.recipe.layers.get(layer, LayerSpec())
-        spec = replace(old, precision=precision)
-        self.recipe = self.recipe.with_layer(layer, None if spec == LayerSpec() else spec)
-        return self.recipe
+    def set(self, layers: str | Iterable[str], *, precision: Any = KEEP, symmetry: Any = KEEP,
+            weight_granularity: Any = KEEP, range: Any = KEEP) -> Recipe:
+        """Change one layer, or several (a list, e.g. ``session.layer_names("Conv")``), in one
+        undoable step. ``precision``: 'float32', 'float16', 'int16', 'int8', 'int4' (weights) or
+        None (back to the default); ``symmetry`` of the activations ('symmetric' → signed,
+        'asymmetric' → unsigned); ``weight_granularity``: 'per_channel' | 'per_tensor';
+        ``range``: the activations' range rule ('minmax', 'percentile', 'entropy', 'mse', 'auto'
+        or a rule object)."""
+        recipe = self.recipe
+        for name in self._layer_list(layers):
+            old = recipe.layers.get(name, LayerSpec())
+            act = old.activations or recipe.activations
+            weights = old.weights or recipe.weights
+            if symmetry is not KEEP:
+                sym = Symmetry(symmetry)
+                act = replace(act, symmetry=sym, signed=sym == Symmetry.SYMMETRIC)
+            if range is not KEEP:
+                act = replace(act, range=as_rule(range))
+            if weight_granularity is not KEEP:
+                gran = {"per_channel": PerChannel(), "per_tensor": PerTensor()}.get(str(weight_granularity))
+                if gran is None:
+                    raise WorkbenchError(f"weight_granularity {weight_granularity!r}: use 'per_channel' or "
+                                         "'per_tensor'")
+                weights = replace(weights, granularity=gran)
+            spec = LayerSpec(precision=old.precision if precision is KEEP else precision,
+                             activations=None if act == recipe.activations else act,
+                             weights=None if weights == recipe.weights else weights)
+            recipe = recipe.with_layer(name, None if spec == LayerSpec() else spec)
+        self.recipe = recipe
+        return recipe
 
     def load_recipe(self, path: str | os.PathLike) -> Recipe:
         p = Path(path)
@@ -123,6 +182,7 @@ class Session(HasTraits):
         reference = [float_run.run(feed) for feed in feeds]
         base = self.recipe
         rows = []
+        self._tracking = False  # the trial recipes are not user changes
         try:
             for rule in rules:
                 self.recipe = replace(base, activations=replace(base.activations, range=rule))
@@ -135,6 +195,7 @@ class Session(HasTraits):
                              "sqnr_db": float(np.mean([e.result()["sqnr_db"] for e in errors.values()]))})
         finally:
             self.recipe = base
+            self._tracking = True
         table = pd.DataFrame(rows)
         best = table.loc[table["sqnr_db"].idxmax(), "range"]
         self.recipe = replace(base, activations=replace(base.activations, range=best))
@@ -167,6 +228,208 @@ class Session(HasTraits):
             write_text(path, json.dumps(overrides, indent=1), "TensorQuantOverrides output")
         return overrides
 
+    def set_range(self, tensor: str, lo: float | None = None, hi: float | None = None, *,
+                  rule: str | RangeRule | None = None) -> Recipe:
+        """Clip ``tensor`` to ``[lo, hi]`` (a ClipRange override), or give it its own range ``rule``;
+        ``set_range(tensor)`` with neither drops the tensor's override."""
+        if tensor not in self.graph.activation_tensors():
+            raise WorkbenchError(f"{tensor!r} is not a quantizable activation tensor; see session.stats()")
+        if rule is None and lo is None and hi is None:
+            return self._replace(self.recipe.with_tensor(tensor, None))
+        if rule is not None and (lo is not None or hi is not None):
+            raise WorkbenchError("set_range: give either lo and hi, or rule, not both")
+        if rule is None and (lo is None or hi is None):
+            raise WorkbenchError(f"set_range({tensor!r}): give both lo and hi")
+        new_range = as_rule(rule) if rule is not None else ClipRange(float(lo), float(hi))
+        return self._replace(self.recipe.with_tensor(tensor, replace(self.tensor_spec(tensor), range=new_range)))
+
+    def reset(self, layers: str | Iterable[str]) -> Recipe:
+        """Drop every override of ``layers`` and of their activation tensors."""
+        names = self._layer_list(layers)
+        recipe = self.recipe
+        for name in names:
+            lay = self.graph.layers[name]
+            recipe = recipe.with_layer(name, None)
+            for t in (*lay.inputs, lay.output):
+                recipe = recipe.with_tensor(t, None) if t in recipe.tensors else recipe
+        return self._replace(recipe)
+
+    def layer_names(self, op_type: str | None = None) -> list[str]:
+        """Names of the quantizable layers, optionally only those of one op type."""
+        return [n for n, lay in self.graph.layers.items() if op_type in (None, lay.op_type)]
+
+    def tensor_spec(self, tensor: str) -> TensorSpec:
+        """The spec ``tensor`` is quantized with under the current recipe (the default
+        activation spec for a tensor the recipe leaves in float)."""
+        planned = self.plan.tensors.get(tensor) if self.calibration is not None else None
+        return self.recipe.tensors.get(tensor) or (planned.spec if planned else self.recipe.activations)
+
+    def rule_ranges(self, tensor: str) -> dict[str, tuple[float, float]]:
+        """Clip range of ``tensor`` under each range rule, for its current bits and symmetry."""
+        spec = self.tensor_spec(tensor)
+        cal = self._need_calibration()
+        bits = spec.precision.bits if spec.precision.is_integer else 8
+        return {rule_name(r): cal.range(tensor, r, bits=bits, symmetric=spec.symmetry == Symmetry.SYMMETRIC,
+                                        signed=spec.signed) for r in SEARCH_RULES}
+
+    def readout(self, tensor: str, lo: float | None = None, hi: float | None = None) -> dict[str, float]:
+        """Predicted error of quantizing ``tensor`` with clip range ``[lo, hi]`` (default: the
+        planned one), from its calibration histogram alone (no model run): clipping and
+        rounding MSE, SQNR, % clipped, RMSE/scale (≈ 0.289 when healthy), and the grid."""
+        cal = self._need_calibration()
+        if tensor not in cal.histograms:
+            raise WorkbenchError(f"{tensor!r} has no calibration histogram; see session.stats() for tensors")
+        spec = self.tensor_spec(tensor)
+        bits = spec.precision.bits if spec.precision.is_integer else 8
+        if lo is None or hi is None:
+            planned = self.plan.tensors.get(tensor)
+            if planned is not None and planned.lo is not None:
+                plo, phi = planned.lo, planned.hi
+            else:
+                plo, phi = cal.range(tensor, spec.range, bits=bits, signed=spec.signed,
+                                     symmetric=spec.symmetry == Symmetry.SYMMETRIC)
+            lo, hi = plo if lo is None else lo, phi if hi is None else hi
+        qp = compute_qparams(lo, hi, bits=bits, signed=spec.signed, symmetric=spec.symmetry == Symmetry.SYMMETRIC,
+                             power_of_two=spec.power_of_two)
+        est = expected_error(cal.histograms[tensor], qp)
+        grid_lo, grid_hi = (float(v) for v in qp.clip_range())
+        return {"lo": float(lo), "hi": float(hi), "grid_lo": grid_lo, "grid_hi": grid_hi,
+                "scale": float(qp.scale), "zero_point": int(qp.zero_point), "bits": bits,
+                "clip_mse": est.clip_mse, "round_mse": est.round_mse, "mse": est.mse, "sqnr_db": est.sqnr_db,
+                "clipped_percent": 100.0 * est.clipped_fraction, "rmse_over_scale": est.rmse_over_scale}
+
+    # -- undo, ledger, autosave ------------------------------------------------------------
+    @observe("recipe")
+    def _on_recipe(self, change: Any) -> None:
+        if not getattr(self, "_tracking", False):
+            return
+        if change.old is not None and change.old != change.new:
+            self._undo.append(change.old)
+            self._redo.clear()
+        self._save()
+
+    def _replace(self, recipe: Recipe) -> Recipe:
+        check_names(recipe, self.graph)
+        self.recipe = recipe
+        return recipe
+
+    def _jump(self, recipe: Recipe) -> Recipe:
+        self._tracking = False
+        try:
+            self.recipe = recipe
+        finally:
+            self._tracking = True
+        self._save()
+        return recipe
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo(self) -> Recipe:
+        """Go back to the recipe before the last change."""
+        if not self._undo:
+            raise WorkbenchError("nothing to undo")
+        self._redo.append(self.recipe)
+        return self._jump(self._undo.pop())
+
+    def redo(self) -> Recipe:
+        """Re-apply the change the last undo took back."""
+        if not self._redo:
+            raise WorkbenchError("nothing to redo")
+        self._undo.append(self.recipe)
+        return self._jump(self._redo.pop())
+
+    def ledger_table(self) -> pd.DataFrame:
+        """Every evaluated recipe: id, time, what changed since the previous one, its metrics."""
+        return ledger_table(self.ledger)
+
+    def _entry(self, entry: int) -> LedgerEntry:
+        found = [e for e in self.ledger if e.id == entry]
+        if not found:
+            raise WorkbenchError(f"no ledger entry {entry}; entries are {[e.id for e in self.ledger]}")
+        return found[0]
+
+    def diff(self, a: int, b: int | None = None) -> pd.DataFrame:
+        """Settings that differ from ledger entry ``a`` to entry ``b`` (default: the current recipe)."""
+        after = self.recipe if b is None else self._entry(b).recipe
+        return pd.DataFrame(recipe_diff(self._entry(a).recipe, after), columns=["path", "before", "after"])
+
+    def restore(self, entry: int) -> Recipe:
+        """Return to the recipe of ledger entry ``entry`` (undoable)."""
+        return self._replace(self._entry(entry).recipe)
+
+    @property
+    def autosave_path(self) -> Path | None:
+        return self._autosave_path
+
+    def restore_autosave(self) -> Recipe:
+        """Bring back the autosaved recipe (and its ledger) found when the model was opened."""
+        if self.autosaved is None:
+            raise WorkbenchError("there is no autosaved recipe to restore for this model")
+        found, self.autosaved = self.autosaved, None
+        check_names(found.recipe, self.graph)
+        self.target = get_target(found.recipe.target)
+        self.ledger = [*found.ledger, *self.ledger]
+        return self._replace(found.recipe)
+
+    def _open_autosave(self, autosave: bool | str | os.PathLike, *, offer: bool) -> None:
+        src = self.model.source
+        is_file = os.path.isfile(src)
+        self._digest = fingerprint(Path(src).read_bytes() if is_file else self.model.proto.SerializeToString())
+        if autosave is True and not is_file:
+            self.notes = [*self.notes, "no autosave: the model was not loaded from a file; pass autosave=PATH"]
+            return
+        path = autosave_path(src, self._digest) if autosave is True else Path(autosave)
+        self._autosave_path = path
+        try:
+            found = read_autosave(path, self._digest)
+        except WorkbenchError as e:
+            aside = path.with_name(f"{path.name}.damaged-{now().replace(':', '')}")
+            path.rename(aside)
+            self.notes = [*self.notes, f"{e}; it was moved to {aside}"]
+            return
+        if found is not None and found.recipe != self.recipe:
+            self.autosaved = found
+            if offer:
+                self.notes = [*self.notes, f"an autosaved recipe from {found.saved_at} exists ({path}); "
+                                           "session.restore_autosave() brings it back"]
+
+    def _save(self) -> None:
+        path = self._autosave_path
+        if path is None:
+            return
+        if self.autosaved is not None and path.is_file():
+            # the user has not restored the older save: keep it beside, never overwrite hand-tuning
+            keep = path.with_name(path.name.removesuffix(".json") + ".previous.json")
+            path.replace(keep)
+            self.autosaved = replace(self.autosaved, path=keep)
+        write_autosave(path, self._digest, self.recipe, self.ledger)
+
+    def _need_calibration(self) -> Calibration:
+        if self.calibration is None:
+            raise WorkbenchError("no calibration statistics yet; call session.calibrate(data) first")
+        return self.calibration
+
+    def _layer_list(self, layers: str | Iterable[str]) -> list[str]:
+        names = [layers] if isinstance(layers, str) else list(layers)
+        unknown = [n for n in names if n not in self.graph.layers]
+        if unknown:
+            raise WorkbenchError(f"no quantizable layer named {unknown[0]!r}; see session.layers()")
+        return names
+
+    # -- notebook --------------------------------------------------------------------------
+    def show(self, eval_data: Any = None, *, metric: Metric | None = None):
+        """The notebook workbench over this session (needs the ``ui`` extra: ipywidgets, bokeh,
+        jupyter_bokeh)."""
+        from workbench.ui import Workbench
+
+        return Workbench(self, eval_data=eval_data, metric=metric)
+
     # -- quantize --------------------------------------------------------------------------
     def _build(self) -> tuple[QuantPlan, QdqModel]:
         if self.calibration is None:
@@ -195,7 +458,9 @@ class Session(HasTraits):
         self.comparison = compare(self.prepared, qdq.proto, qdq.effective, rows, feeds, metric=metric,
                                   deployed=deployed, num_batches=feeds.num_batches, progress=self.progress,
                                   splittable=self._splittable)
-        self.history = [*self.history, (self.recipe, self.comparison)]
+        entry = LedgerEntry(len(self.ledger) + 1, now(), self.recipe, summarize(self.comparison), self.comparison)
+        self.ledger = [*self.ledger, entry]
+        self._save()
         return self.comparison
 
     # -- tables ----------------------------------------------------------------------------
