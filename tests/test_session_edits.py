@@ -164,3 +164,34 @@ def test_autosave_of_another_model_is_not_offered(model, tmp_path, monkeypatch):
     proto.doc_string = "changed"
     model.write_bytes(proto.SerializeToString())
     assert Session(model, progress=False).autosaved is None
+
+
+def test_a_drag_of_one_clip_range_is_one_undo_step(session):
+    t = session.graph.layers[CONV].output
+    start = session.recipe
+    for hi in (3.0, 2.5, 2.0):
+        session.set_range(t, -1.0, hi)
+    assert session.recipe.tensors[t].range == ClipRange(-1.0, 2.0)
+    session.undo()
+    assert session.recipe == start
+
+
+def test_weight_readout_shows_what_per_channel_buys(session):
+    r = session.weight_readout(CONV)
+    n = len(r["channel_min"])
+    assert n == len(r["channel_sqnr_per_channel_db"]) == len(r["channel_sqnr_per_tensor_db"]) > 1
+    assert r["per_channel_sqnr_db"] > r["per_tensor_sqnr_db"] + 3  # the demo's planted problem
+    assert np.all(r["channel_sqnr_per_channel_db"] >= r["channel_sqnr_per_tensor_db"] - 0.5)
+
+
+def test_sensitivity_ranks_the_planted_problem_layer_first(session):
+    session.set(session.layer_names("Conv"), weight_granularity="per_tensor")
+    sens = session.sensitivity(limit=32)
+    assert set(sens.index) == set(session.graph.layers)
+    worst = sens.idxmin()
+    assert session.graph.layers[worst].op_type == "Conv"
+    # the worst layer alone costs more than any non-conv layer
+    assert sens[worst] < min(v for k, v in sens.items() if session.graph.layers[k].op_type != "Conv") - 3
+    table = session.layers()
+    assert table.set_index("layer").loc[worst, "sensitivity_db"] == sens[worst]
+    assert (table.set_index("layer").loc[session.layer_names("Conv"), "weights"] == "per_tensor").all()

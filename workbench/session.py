@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pandas as pd
+from tqdm.auto import tqdm
 from traitlets import HasTraits, Instance, List, observe
 
 from workbench.analysis.compare import Comparison, LayerRow, Metric, compare
@@ -34,10 +36,10 @@ from workbench.graph.layers import find_layers
 from workbench.graph.prepare import prepare
 from workbench.ledger import LedgerEntry, ledger_table, now, recipe_diff, summarize
 from workbench.models import LoadedModel, load_model
-from workbench.numerics import ErrorAccumulator, compute_qparams, expected_error
+from workbench.numerics import ErrorAccumulator, compute_qparams, expected_error, fake_quantize, sqnr_db
 from workbench.quantize import QdqModel, QuantPlan, build_plan, build_qdq, verify_qdq
 from workbench.quantize.overrides import overrides_to_recipe, plan_to_overrides
-from workbench.quantize.plan import check_names
+from workbench.quantize.plan import check_names, layer_specs
 from workbench.recipe import (
     Auto,
     ClipRange,
@@ -48,6 +50,7 @@ from workbench.recipe import (
     Percentile,
     PerChannel,
     PerTensor,
+    Precision,
     RangeRule,
     Recipe,
     Symmetry,
@@ -58,6 +61,7 @@ from workbench.runtime import Runner, as_feeds
 from workbench.targets import get_target
 
 SEARCH_RULES: tuple[RangeRule, ...] = (Auto(), MinMax(), Percentile(99.99), Entropy(), Mse())
+RANGE_MERGE_S = 1.0  # clip-range edits of one tensor closer than this are one undo step (a drag)
 KEEP: Any = object()  # "leave this setting as it is" in Session.set
 
 
@@ -93,6 +97,9 @@ class Session(HasTraits):
         self.graph = find_layers(self.prepared)
         self.weights = {t.name: onnx.numpy_helper.to_array(t) for t in self.prepared.graph.initializer}
         self._built: tuple[Recipe, QuantPlan, QdqModel] | None = None
+        self._planned: tuple[Recipe, QuantPlan] | None = None
+        self.sensitivities: dict[str, float] = {}
+        self._last_edit: tuple[Any, float] = (None, 0.0)
         self._calibration_data: Any = None
         self._undo: list[Recipe] = []
         self._redo: list[Recipe] = []
@@ -120,7 +127,7 @@ class Session(HasTraits):
         self.calibration = calibrate(self.prepared, self.graph.activation_tensors(), feeds,
                                      num_batches=feeds.num_batches, progress=self.progress,
                                      splittable=self._splittable)
-        self._built = None
+        self._built = self._planned = None
         return self.calibration
 
     # -- recipe ----------------------------------------------------------------------------
@@ -241,7 +248,11 @@ class Session(HasTraits):
         if rule is None and (lo is None or hi is None):
             raise WorkbenchError(f"set_range({tensor!r}): give both lo and hi")
         new_range = as_rule(rule) if rule is not None else ClipRange(float(lo), float(hi))
-        return self._replace(self.recipe.with_tensor(tensor, replace(self.tensor_spec(tensor), range=new_range)))
+        recipe = self.recipe.with_tensor(tensor, replace(self.tensor_spec(tensor), range=new_range))
+        key, when = ("range", tensor), time.monotonic()
+        merge = self._last_edit[0] == key and when - self._last_edit[1] < RANGE_MERGE_S
+        self._last_edit = (key, when)
+        return self._jump(recipe) if merge and self.can_undo else self._replace(recipe)
 
     def reset(self, layers: str | Iterable[str]) -> Recipe:
         """Drop every override of ``layers`` and of their activation tensors."""
@@ -297,6 +308,24 @@ class Session(HasTraits):
                 "scale": float(qp.scale), "zero_point": int(qp.zero_point), "bits": bits,
                 "clip_mse": est.clip_mse, "round_mse": est.round_mse, "mse": est.mse, "sqnr_db": est.sqnr_db,
                 "clipped_percent": 100.0 * est.clipped_fraction, "rmse_over_scale": est.rmse_over_scale}
+
+    def weight_readout(self, layer: str, bits: int = 8) -> dict[str, Any]:
+        """What per-tensor vs per-channel symmetric ``bits`` quantization does to ``layer``'s
+        weight: SQNR of each, and per output channel its range and SQNR under both."""
+        ws = self.weight_stats(layer)
+        w = self.weights[self.graph.layers[layer].weight]
+        per_channel = compute_qparams(ws.channel_min, ws.channel_max, bits=bits, signed=True, symmetric=True,
+                                      axis=ws.axis)
+        per_tensor = compute_qparams(float(ws.channel_min.min()), float(ws.channel_max.max()), bits=bits,
+                                     signed=True, symmetric=True)
+        rows = np.moveaxis(w, ws.axis, 0).reshape(w.shape[ws.axis], -1)
+        fq_c = np.moveaxis(fake_quantize(w, per_channel), ws.axis, 0).reshape(rows.shape)
+        fq_t = np.moveaxis(fake_quantize(w, per_tensor), ws.axis, 0).reshape(rows.shape)
+        return {"per_tensor_sqnr_db": sqnr_db(w, fake_quantize(w, per_tensor)),
+                "per_channel_sqnr_db": sqnr_db(w, fake_quantize(w, per_channel)),
+                "channel_min": ws.channel_min, "channel_max": ws.channel_max,
+                "channel_sqnr_per_tensor_db": np.array([sqnr_db(r, q) for r, q in zip(rows, fq_t, strict=True)]),
+                "channel_sqnr_per_channel_db": np.array([sqnr_db(r, q) for r, q in zip(rows, fq_c, strict=True)])}
 
     # -- undo, ledger, autosave ------------------------------------------------------------
     @observe("recipe")
@@ -432,16 +461,19 @@ class Session(HasTraits):
 
     # -- quantize --------------------------------------------------------------------------
     def _build(self) -> tuple[QuantPlan, QdqModel]:
-        if self.calibration is None:
-            raise WorkbenchError("no calibration statistics yet; call session.calibrate(data) first")
+        plan = self.plan
         if self._built is None or self._built[0] != self.recipe:
-            plan = build_plan(self.graph, self.recipe, self.calibration, self.weights, self.target)
             self._built = (self.recipe, plan, build_qdq(self.prepared, self.graph, plan, self.weights))
         return self._built[1], self._built[2]
 
     @property
     def plan(self) -> QuantPlan:
-        return self._build()[0]
+        """The exact integer format of every quantized tensor (cached until the recipe changes;
+        cheaper than :meth:`quantize`, which also builds the QDQ graph)."""
+        cal = self._need_calibration()
+        if self._planned is None or self._planned[0] != self.recipe:
+            self._planned = (self.recipe, build_plan(self.graph, self.recipe, cal, self.weights, self.target))
+        return self._planned[1]
 
     def quantize(self) -> onnx.ModelProto:
         """The QDQ model for the current recipe (cached until the recipe changes)."""
@@ -465,16 +497,51 @@ class Session(HasTraits):
 
     # -- tables ----------------------------------------------------------------------------
     def layers(self) -> pd.DataFrame:
-        """Every quantizable layer: op, tensors, current precision and (after compare) SQNR."""
-        labels = self._build()[0].layer_precision if self.calibration is not None else {}
-        rows = [{"layer": n, "op_type": lay.op_type, "inputs": list(lay.inputs), "weight": lay.weight,
-                 "bias": lay.bias, "output": lay.output, "fused": list(lay.fused),
-                 "precision": labels.get(n, "")} for n, lay in self.graph.layers.items()]
+        """Every quantizable layer: op, tensors, current settings, and (after compare) its SQNR
+        and (after :meth:`sensitivity`) its sensitivity."""
+        labels = self.plan.layer_precision if self.calibration is not None else {}
+        rows = []
+        for n, lay in self.graph.layers.items():
+            _, act, weight = layer_specs(lay, self.recipe)
+            rows.append({"layer": n, "op_type": lay.op_type, "inputs": list(lay.inputs), "weight": lay.weight,
+                         "bias": lay.bias, "output": lay.output, "fused": list(lay.fused),
+                         "precision": labels.get(n, ""), "symmetry": act.symmetry.value,
+                         "range": rule_name(act.range),
+                         "weights": ("per_channel" if isinstance(weight.granularity, PerChannel) else "per_tensor")
+                         if lay.weight else ""})
         df = pd.DataFrame(rows)
         if self.comparison is not None:
             err = self.comparison.layers.set_index("layer")[["sqnr_db", "cosine"]]
             df = df.join(err, on="layer")
+        if self.sensitivities:
+            df["sensitivity_db"] = [self.sensitivities.get(n, np.nan) for n in df.layer]
         return df
+
+    def sensitivity(self, data: Any = None, *, limit: int = 16, batch_size: int = 16) -> pd.Series:
+        """Per layer: model-output SQNR (dB) when ONLY that layer is quantized (all others
+        float), on ``data`` (default: the first ``limit`` calibration samples). Low = the layer
+        hurts on its own — the usual first suspects for int16/float. Shown in ``layers()``."""
+        data = self._calibration_data if data is None else data
+        if data is None:
+            raise WorkbenchError("sensitivity needs data; pass it, or call calibrate(data) first")
+        feeds = list(self.feeds(data, batch_size=batch_size, limit=limit))
+        float_run = Runner(self.prepared)
+        reference = [float_run.run(feed) for feed in feeds]
+        base = self.recipe
+        result = {}
+        for name in tqdm(self.graph.layers, desc="sensitivity", disable=not self.progress, unit="layer"):
+            others = {o: LayerSpec(precision=Precision.FLOAT32) for o in self.graph.layers if o != name}
+            others[name] = base.layers.get(name, LayerSpec())
+            recipe = replace(base, layers={k: v for k, v in others.items() if v != LayerSpec()})
+            plan = build_plan(self.graph, recipe, self._need_calibration(), self.weights, self.target)
+            run = Runner(build_qdq(self.prepared, self.graph, plan, self.weights).proto)
+            errors = {o: ErrorAccumulator() for o in float_run.output_names}
+            for feed, ref in zip(feeds, reference, strict=True):
+                for o, value in run.run(feed).items():
+                    errors[o].update(ref[o], value)
+            result[name] = float(np.mean([e.sqnr_db for e in errors.values()]))
+        self.sensitivities = result
+        return pd.Series(result, name="sensitivity_db")
 
     def stats(self) -> pd.DataFrame:
         """Per activation tensor: calibration statistics and the planned clip range."""
