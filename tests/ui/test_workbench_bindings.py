@@ -91,7 +91,7 @@ def test_selecting_a_row_focuses_the_layer_everywhere(wb):
     assert wb.focused == other
     assert wb.histogram.tensor in (wb.session.graph.layers[other].output, *wb.session.graph.layers[other].inputs)
     assert wb.session.graph.layers[other].weight in wb.weights.title.value
-    js_change(wb.table.widget.children[1], wb.table.source.selected, "indices", [names.index(DW)])
+    js_change(wb.table.plot, wb.table.source.selected, "indices", [names.index(DW)])
     assert wb.focused == DW
 
 

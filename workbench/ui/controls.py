@@ -28,10 +28,8 @@ class Controls:
         style = {"description_width": "initial"}
         self.scope = w.Dropdown(options=SCOPES, description="apply to", style=style)
         self.precision = w.Dropdown(options=PRECISIONS, description="precision", style=style)
-        self.symmetry = w.ToggleButtons(options=["asymmetric", "symmetric"], description="activations",
-                                        style=style)
-        self.granularity = w.ToggleButtons(options=["per_channel", "per_tensor"], description="weights",
-                                           style=style)
+        self.symmetry = w.Dropdown(options=["asymmetric", "symmetric"], description="activations", style=style)
+        self.granularity = w.Dropdown(options=["per_channel", "per_tensor"], description="weights", style=style)
         self.rule = w.Dropdown(options=[rule_name(r) for r in SEARCH_RULES], description="range rule", style=style)
         self.reset = w.Button(description="reset", tooltip="drop this scope's overrides")
         self.undo = w.Button(description="undo", icon="undo")
@@ -46,7 +44,10 @@ class Controls:
         self.undo.on_click(lambda _: self._do(self.session.undo))
         self.redo.on_click(lambda _: self._do(self.session.redo))
         self.widget = w.VBox([self.scope, self.precision, self.symmetry, self.granularity, self.rule,
-                              w.HBox([self.reset, self.undo, self.redo]), self.message, self.limits])
+                              w.HBox([self.reset, self.undo, self.redo]), self.message, self.limits],
+                             layout=w.Layout(width="330px", min_width="330px"))
+        for control in (self.reset, self.undo, self.redo):
+            control.layout.width = "95px"
 
     def _targets(self) -> list[str]:
         focus, selected = self.selection()
@@ -80,8 +81,8 @@ class Controls:
         s = self.session
         self.undo.disabled, self.redo.disabled = not s.can_undo, not s.can_redo
         problems = s.target.problems(_specs(s))
-        self.limits.value = (f"<small><b>target {s.target.name}</b>: {s.target.description}</small>"
-                             + "".join(note(p, "warn") for p in problems[:5]))
+        self.limits.value = (f"<div style='line-height:1.3;font-size:90%'><b>target {s.target.name}</b>: "
+                             f"{s.target.description}</div>" + "".join(note(p, "warn") for p in problems[:5]))
         if focus is None:
             return
         lay = s.graph.layers[focus]

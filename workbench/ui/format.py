@@ -37,4 +37,4 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = Non
 
 def note(text: str, kind: str = "info") -> str:
     color = {"info": "#445", "warn": "#a60", "error": "#b00"}[kind]
-    return f"<div style='color:{color}'>{html.escape(text)}</div>"
+    return f"<div style='color:{color};line-height:1.3'>{html.escape(text)}</div>"

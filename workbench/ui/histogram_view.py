@@ -63,7 +63,7 @@ class HistogramView:
         self.rule.observe(self._user_rule, "value")
         self.lo_box.observe(lambda c: self._user_range(c["new"], None), "value")
         self.hi_box.observe(lambda c: self._user_range(None, c["new"]), "value")
-        self.slider.observe(lambda c: self._user_range(*c["new"]), "value")
+        self.slider.observe(self._user_slider, "value")
         self.widget = w.VBox([self.title, self.plot, w.HBox([self.rule, self.log]),
                               w.HBox([self.lo_box, self.hi_box, self.slider]), self.readout, self.message])
 
@@ -122,6 +122,13 @@ class HistogramView:
         except WorkbenchError as e:
             self.message.value = note(str(e), "error")
 
+    def _user_slider(self, change: dict) -> None:
+        """The browser snaps slider values to its step and echoes them back: only a move of at
+        least one step is the user's."""
+        lo, hi = change["new"]
+        if max(abs(lo - self.lo_box.value), abs(hi - self.hi_box.value)) >= self.slider.step:
+            self._user_range(lo, hi)
+
     def _user_rule(self, change: dict) -> None:
         if self._quiet or self.tensor is None or change["new"] == "clip":
             return
@@ -151,7 +158,7 @@ class HistogramView:
         a, b = nz[0], nz[-1] + 1
         top = np.log10(1 + counts[a:b]) if self.log.value else counts[a:b].astype(float)
         self.fig.yaxis.axis_label = "log10(1 + count)" if self.log.value else "count"
-        self.bars.data = {"left": edges[a:b], "right": edges[a + 1:b + 1], "top": top}
+        self.bars.data = {"left": edges[a:b].tolist(), "right": edges[a + 1:b + 1].tolist(), "top": top.tolist()}
         self._top = float(top.max())
 
     def _draw_grid(self) -> None:
@@ -162,4 +169,4 @@ class HistogramView:
             return
         lo_q, hi_q = np.ceil(start / scale), np.floor(end / scale)
         xs = np.arange(lo_q, hi_q + 1) * scale
-        self.grid.data = {"x": xs, "y0": np.zeros_like(xs), "y1": np.full_like(xs, getattr(self, "_top", 1.0))}
+        self.grid.data = {"x": xs.tolist(), "y0": [0.0] * len(xs), "y1": [getattr(self, "_top", 1.0)] * len(xs)}

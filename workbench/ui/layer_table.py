@@ -37,7 +37,8 @@ class LayerTable:
         for control in (self.op, self.name, self.below):
             control.observe(lambda _: self.refresh(), "value")
         self.count = w.HTML()
-        self.widget = w.VBox([w.HBox([self.op, self.name, self.below, self.count]), bokeh_widget(self.table)])
+        self.plot = bokeh_widget(self.table)
+        self.widget = w.VBox([w.HBox([self.op, self.name, self.below, self.count]), self.plot])
         self.refresh()
 
     def frame(self) -> pd.DataFrame:

@@ -34,7 +34,8 @@ class WeightsView:
         self.error_fig.add_layout(Legend(items=[("per-tensor", [a]), ("per-channel", [b])], location="bottom_right"))
         self.title = w.HTML()
         self.readout = w.HTML()
-        self.plot = bokeh_widget(column(self.range_fig, self.error_fig))
+        self.layout = column(self.range_fig, self.error_fig)
+        self.plot = bokeh_widget(self.layout)
         self.widget = w.VBox([self.title, self.plot, self.readout])
 
     def focus(self, layer: str | None) -> None:
@@ -47,9 +48,10 @@ class WeightsView:
             return
         r = self.session.weight_readout(layer)
         c = np.arange(len(r["channel_min"]))
-        self.ranges.data = {"c": c, "lo": r["channel_min"], "hi": r["channel_max"]}
-        self.errors.data = {"c": c, "tensor": r["channel_sqnr_per_tensor_db"],
-                            "channel": r["channel_sqnr_per_channel_db"]}
+        # plain lists: JSON patches (binary buffers of numpy arrays do not always reach the page)
+        self.ranges.data = {"c": c.tolist(), "lo": r["channel_min"].tolist(), "hi": r["channel_max"].tolist()}
+        self.errors.data = {"c": c.tolist(), "tensor": _finite(r["channel_sqnr_per_tensor_db"]),
+                            "channel": _finite(r["channel_sqnr_per_channel_db"])}
         bound = float(max(abs(r["channel_min"].min()), abs(r["channel_max"].max())))
         self.tensor_lo.location, self.tensor_hi.location = -bound, bound
         worst = int(np.argmin(r["channel_sqnr_per_tensor_db"]))
@@ -59,3 +61,10 @@ class WeightsView:
             f"<b>{num(r['per_channel_sqnr_db'], 1)} dB</b>; worst channel under per-tensor: {worst} "
             f"({num(r['channel_sqnr_per_tensor_db'][worst], 1)} dB, range "
             f"[{num(r['channel_min'][worst], 3)}, {num(r['channel_max'][worst], 3)}] of ±{num(bound, 3)})")
+
+
+def _finite(v: np.ndarray) -> list[float]:
+    """Infinite SQNR (an all-zero channel) drawn at the top of the finite values."""
+    finite = v[np.isfinite(v)]
+    top = float(finite.max()) + 3 if finite.size else 0.0
+    return np.where(np.isfinite(v), v, top).tolist()

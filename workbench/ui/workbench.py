@@ -55,13 +55,22 @@ class Workbench(w.VBox):
         panels = w.Tab([self.apply_panel.widget, self.ledger.widget, self.export_panel.widget, self.graph_box])
         for i, title in enumerate(("apply", "ledger", "export", "graph")):
             panels.set_title(i, title)
-        super().__init__([self.header, self.table.widget, w.HBox([views, self.controls.widget]), panels])
+        middle = w.HBox([views, self.controls.widget], layout=w.Layout(flex_flow="row wrap"))
+        super().__init__([self.header, self.table.widget, middle, panels])
         session.observe(self._on_recipe, "recipe")
         session.observe(self._on_results, ["comparison", "ledger"])
         self._header()
         first = next(iter(session.graph.layers), None)
         if first:
             self.focus(first)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # BokehJS renders a plot from its bundle; changes made before the widget is on the page
+        # are not replayed, so bundle the plots' current state right before display
+        for plot, model in ((self.histogram.plot, self.histogram.fig), (self.weights.plot, self.weights.layout),
+                            (self.table.plot, self.table.table)):
+            plot.update_from_model(model)
+        return super()._repr_mimebundle_(**kwargs)
 
     # -- focus -----------------------------------------------------------------------------
     def focus(self, layer: str) -> None:
