@@ -172,6 +172,10 @@ def test_a_drag_of_one_clip_range_is_one_undo_step(session):
     for hi in (3.0, 2.5, 2.0):
         session.set_range(t, -1.0, hi)
     assert session.recipe.tensors[t].range == ClipRange(-1.0, 2.0)
+    path = session.autosave_path
+    assert json.loads(path.read_text())["recipe"]["tensors"][t]["range"]["hi"] == 3.0  # drag: saved later
+    session.flush()
+    assert json.loads(path.read_text())["recipe"]["tensors"][t]["range"]["hi"] == 2.0
     session.undo()
     assert session.recipe == start
 

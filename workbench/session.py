@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -61,6 +62,7 @@ from workbench.runtime import Runner, as_feeds
 from workbench.targets import get_target
 
 SEARCH_RULES: tuple[RangeRule, ...] = (Auto(), MinMax(), Percentile(99.99), Entropy(), Mse())
+AUTOSAVE_DEFER_S = 0.5  # a drag's autosave is written this long after its last move
 RANGE_MERGE_S = 1.0  # clip-range edits of one tensor closer than this are one undo step (a drag)
 KEEP: Any = object()  # "leave this setting as it is" in Session.set
 
@@ -83,10 +85,11 @@ class Session(HasTraits):
     comparison = Instance(Comparison, allow_none=True)
     ledger = List()  # LedgerEntry per evaluated recipe, oldest first
 
-    def __init__(self, model: Any, *, target: str | None = None, recipe: Recipe | None = None,
-                 progress: bool = True, autosave: bool | str | os.PathLike = True) -> None:
+    def __init__(self, model: Any, *, example_inputs: Any = None, target: str | None = None,
+                 recipe: Recipe | None = None, progress: bool = True,
+                 autosave: bool | str | os.PathLike = True) -> None:
         super().__init__()
-        self.model: LoadedModel = load_model(model)
+        self.model: LoadedModel = load_model(model, example_inputs=example_inputs)
         if recipe is not None and target is not None and recipe.target != target:
             raise WorkbenchError(f"recipe is for target {recipe.target!r} but target={target!r} was given; "
                                  "drop one of them")
@@ -106,6 +109,8 @@ class Session(HasTraits):
         self._tracking = False
         self.recipe = recipe or self.target.default_recipe()
         self._autosave_path: Path | None = None
+        self._pending_save: threading.Timer | None = None
+        self._save_lock = threading.RLock()
         self.autosaved: Autosave | None = None
         if autosave:
             self._open_autosave(autosave, offer=recipe is None)
@@ -252,7 +257,7 @@ class Session(HasTraits):
         key, when = ("range", tensor), time.monotonic()
         merge = self._last_edit[0] == key and when - self._last_edit[1] < RANGE_MERGE_S
         self._last_edit = (key, when)
-        return self._jump(recipe) if merge and self.can_undo else self._replace(recipe)
+        return self._jump(recipe, defer_save=True) if merge and self.can_undo else self._replace(recipe)
 
     def reset(self, layers: str | Iterable[str]) -> Recipe:
         """Drop every override of ``layers`` and of their activation tensors."""
@@ -272,8 +277,10 @@ class Session(HasTraits):
     def tensor_spec(self, tensor: str) -> TensorSpec:
         """The spec ``tensor`` is quantized with under the current recipe (the default
         activation spec for a tensor the recipe leaves in float)."""
+        if tensor in self.recipe.tensors:
+            return self.recipe.tensors[tensor]
         planned = self.plan.tensors.get(tensor) if self.calibration is not None else None
-        return self.recipe.tensors.get(tensor) or (planned.spec if planned else self.recipe.activations)
+        return planned.spec if planned else self.recipe.activations
 
     def rule_ranges(self, tensor: str) -> dict[str, tuple[float, float]]:
         """Clip range of ``tensor`` under each range rule, for its current bits and symmetry."""
@@ -292,7 +299,9 @@ class Session(HasTraits):
             raise WorkbenchError(f"{tensor!r} has no calibration histogram; see session.stats() for tensors")
         spec = self.tensor_spec(tensor)
         bits = spec.precision.bits if spec.precision.is_integer else 8
-        if lo is None or hi is None:
+        if (lo is None or hi is None) and isinstance(spec.range, ClipRange):  # no plan needed: fast
+            lo, hi = spec.range.lo if lo is None else lo, spec.range.hi if hi is None else hi
+        if lo is None or hi is None:  # the plan's range (a group's members share their union)
             planned = self.plan.tensors.get(tensor)
             if planned is not None and planned.lo is not None:
                 plo, phi = planned.lo, planned.hi
@@ -342,13 +351,13 @@ class Session(HasTraits):
         self.recipe = recipe
         return recipe
 
-    def _jump(self, recipe: Recipe) -> Recipe:
+    def _jump(self, recipe: Recipe, *, defer_save: bool = False) -> Recipe:
         self._tracking = False
         try:
             self.recipe = recipe
         finally:
             self._tracking = True
-        self._save()
+        self._save(defer=defer_save)
         return recipe
 
     @property
@@ -428,16 +437,32 @@ class Session(HasTraits):
                 self.notes = [*self.notes, f"an autosaved recipe from {found.saved_at} exists ({path}); "
                                            "session.restore_autosave() brings it back"]
 
-    def _save(self) -> None:
+    def _save(self, *, defer: bool = False) -> None:
+        """Write the autosave now, or (``defer``: in the middle of a drag) at most
+        ``AUTOSAVE_DEFER_S`` later — a durable write per mouse move would cost ~10 ms each."""
         path = self._autosave_path
         if path is None:
             return
-        if self.autosaved is not None and path.is_file():
-            # the user has not restored the older save: keep it beside, never overwrite hand-tuning
-            keep = path.with_name(path.name.removesuffix(".json") + ".previous.json")
-            path.replace(keep)
-            self.autosaved = replace(self.autosaved, path=keep)
-        write_autosave(path, self._digest, self.recipe, self.ledger)
+        with self._save_lock:
+            pending, self._pending_save = self._pending_save, None
+            if pending is not None:
+                pending.cancel()
+            if defer:
+                self._pending_save = threading.Timer(AUTOSAVE_DEFER_S, self._save)
+                self._pending_save.daemon = True
+                self._pending_save.start()
+                return
+            if self.autosaved is not None and path.is_file():
+                # the user has not restored the older save: keep it beside, never overwrite hand-tuning
+                keep = path.with_name(path.name.removesuffix(".json") + ".previous.json")
+                path.replace(keep)
+                self.autosaved = replace(self.autosaved, path=keep)
+            write_autosave(path, self._digest, self.recipe, self.ledger)
+
+    def flush(self) -> None:
+        """Write any deferred autosave now."""
+        if self._pending_save is not None:
+            self._save()
 
     def _need_calibration(self) -> Calibration:
         if self.calibration is None:

@@ -93,19 +93,16 @@ def test_no_default_opset(mk):
     _raises(proto, "imports no ai.onnx opset")
 
 
-def test_tflite_and_torch_files_not_supported_yet(tmp_path):
-    _raises(tmp_path / "m.tflite", "m.tflite", "TFLite importer is not available yet", "convert the model")
-    _raises(tmp_path / "m.pt2", "m.pt2", "PyTorch importer is not available yet", "torch.onnx.export")
+def test_missing_tflite_and_torch_files_are_named(tmp_path):
+    _raises(tmp_path / "m.tflite", "model file not found", "m.tflite")
+    _raises(tmp_path / "m.pt2", "model file not found", "m.pt2")
 
 
-def test_torch_module_not_supported_yet():
+def test_torch_pickles_and_modules_without_inputs_say_what_to_do(tmp_path):
     torch = pytest.importorskip("torch")
-    _raises(torch.nn.Linear(2, 2), "Linear", "PyTorch importer is not available yet")
-
-    class Net(torch.nn.Module):
-        pass
-
-    _raises(Net(), "Net: the PyTorch importer")
+    (tmp_path / "m.pt").write_bytes(b"not a graph")
+    _raises(tmp_path / "m.pt", "m.pt", "state dict", "torch.export.save")
+    _raises(torch.nn.Linear(2, 2), "Linear: no example inputs", "pass example_inputs")
 
 
 def test_unsupported_source_type():

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -44,6 +45,15 @@ class LoadedModel:
         default=None, repr=False, compare=False)
     #: Output SQNR (dB) of onnxruntime vs the source runtime, measured at import (None: not yet).
     parity_sqnr_db: dict[str, float] | None = None
+    #: PyTorch models: the original module (an ``nn.Module``; a .pt2's ``ExportedProgram.module()``), for QAT.
+    module: Any = field(default=None, repr=False, compare=False)
+    #: PyTorch models: the example inputs it was traced with, as ``(args, kwargs)``.
+    example_inputs: Any = field(default=None, repr=False, compare=False)
+    #: PyTorch models: ONNX initializer name → the module's parameter/buffer qualified name it holds.
+    parameter_map: dict[str, str] = field(default_factory=dict)
+    #: Mapped initializers that are not the parameter as is: ``"transpose"`` (2-D, MatMul layout) or
+    #: ``"fold_bn:<bn module>"`` (Conv weight/bias with that BatchNorm folded in).
+    parameter_transform: dict[str, str] = field(default_factory=dict)
     _inits: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
     _inits_of: onnx.ModelProto | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -73,22 +83,28 @@ class LoadedModel:
         return types
 
 
-def load_model(source: str | os.PathLike | bytes | onnx.ModelProto | object) -> LoadedModel:
-    """Load a model from any supported source (for now: ONNX files, bytes and ModelProtos)."""
+def load_model(source: str | os.PathLike | bytes | onnx.ModelProto | object, *,
+               example_inputs: Any = None) -> LoadedModel:
+    """Load a model: an ONNX file, bytes or ModelProto, a .tflite file, or PyTorch (an ``nn.Module``, an
+    ``ExportedProgram``, a torch.export ``.pt2``). ``example_inputs`` is what a PyTorch model is traced with
+    (see :func:`workbench.models.pytorch.load_torch`); other formats ignore it."""
     if isinstance(source, onnx.ModelProto | bytes | bytearray | memoryview):
         return load_onnx(source)
     if isinstance(source, str | os.PathLike):
         suffix = Path(source).suffix.lower()
-        if suffix == ".tflite":
-            raise WorkbenchError(f"{os.fspath(source)}: the TFLite importer is not available yet; "
-                                 "convert the model to ONNX first (e.g. python -m tf2onnx.convert --tflite)")
-        if suffix in _TORCH_SUFFIXES:
-            raise WorkbenchError(f"{os.fspath(source)}: the PyTorch importer is not available yet; "
-                                 "export the model to ONNX first with torch.onnx.export")
+        if suffix == ".tflite":  # NHWC in/out as in TFLite, NCHW Convs inside; source_runtime: the interpreter
+            from workbench.models.tflite import load_tflite
+
+            return load_tflite(source)
+        if suffix in _TORCH_SUFFIXES:  # .pt2/.ep: torch.export programs (example_inputs override theirs)
+            from workbench.models.pytorch import load_torch
+
+            return load_torch(source, example_inputs)
         return load_onnx(source)
-    if any(c.__module__.startswith("torch") for c in type(source).__mro__):
-        raise WorkbenchError(f"{type(source).__name__}: the PyTorch importer is not available yet; "
-                             "export the module to ONNX first with torch.onnx.export and load the .onnx file")
+    if any(c.__module__.startswith("torch") for c in type(source).__mro__):  # nn.Module, ExportedProgram
+        from workbench.models.pytorch import load_torch
+
+        return load_torch(source, example_inputs)
     raise WorkbenchError(f"cannot load a model from a {type(source).__name__}; pass a path to an .onnx file, "
                          "its bytes, or an onnx.ModelProto")
 
