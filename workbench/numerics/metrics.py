@@ -1,4 +1,4 @@
-"""Error metrics between a reference and a test tensor (float64 accumulation).
+"""Error metrics between a reference and a test tensor (float64 accumulation of float32 partial sums).
 
 ``sqnr_db = 10·log10(Σ ref² / Σ (ref - test)²)``: +inf when the arrays are identical (also when
 both are all zero), -inf when the reference is all zero but the test is not.
@@ -16,6 +16,10 @@ from workbench.errors import WorkbenchError
 
 __all__ = ["ErrorAccumulator", "cosine", "max_abs", "mse", "sqnr_db"]
 
+#: float32 inputs are summed in rows of this many elements (relative error ~1e-6, 2-3x faster
+#: than converting to float64 first); shorter or other-dtype inputs go through float64.
+_BLOCK = 4096
+
 
 class ErrorAccumulator:
     """Streaming version of the metrics: ``update(ref, test)`` batch by batch (constant memory),
@@ -30,20 +34,26 @@ class ErrorAccumulator:
         self._max_abs = 0.0
 
     def update(self, ref: np.ndarray, test: np.ndarray) -> ErrorAccumulator:
-        r = np.asarray(ref, dtype=np.float64).reshape(-1)
-        t = np.asarray(test, dtype=np.float64).reshape(-1)
         if np.shape(ref) != np.shape(test):
             raise WorkbenchError(f"metrics: reference shape {np.shape(ref)} != test shape {np.shape(test)}")
+        r, t = np.asarray(ref).reshape(-1), np.asarray(test).reshape(-1)
         if r.size == 0:
             return self
-        d = r - t
         self.count += r.size
-        self._ref2 += float(np.einsum("i,i->", r, r))
-        self._test2 += float(np.einsum("i,i->", t, t))
-        self._cross += float(np.einsum("i,i->", r, t))
-        self._err2 += float(np.einsum("i,i->", d, d))
-        self._max_abs = max(self._max_abs, float(np.abs(d).max()))
+        n = r.size - r.size % _BLOCK if r.dtype == t.dtype == np.float32 else 0
+        if n:  # float32 rows of _BLOCK summed in float32, rows summed in float64: no float64 copy
+            self._add(r[:n].reshape(-1, _BLOCK), t[:n].reshape(-1, _BLOCK))
+        if n < r.size:
+            self._add(r[n:].astype(np.float64), t[n:].astype(np.float64))
         return self
+
+    def _add(self, r: np.ndarray, t: np.ndarray) -> None:
+        d = r - t
+        self._ref2 += float(np.vecdot(r, r).sum(dtype=np.float64))
+        self._test2 += float(np.vecdot(t, t).sum(dtype=np.float64))
+        self._cross += float(np.vecdot(r, t).sum(dtype=np.float64))
+        self._err2 += float(np.vecdot(d, d).sum(dtype=np.float64))
+        self._max_abs = max(self._max_abs, float(d.max()), -float(d.min()))
 
     @property
     def sqnr_db(self) -> float:
