@@ -25,6 +25,8 @@ import time
 import numpy as np
 from common import calib_eval, median, model_path
 
+MEDIAPIPE = ("pose_detection", "selfie_segmentation", "palm_detection_lite", "hand_landmark_full",
+             "face_detection_short_range")  # MobileNet-size TFLite models (imported)
 os.environ.setdefault("WORKBENCH_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="bench-autosave-"))
 
 
@@ -32,8 +34,18 @@ def measure(name: str, reps: int) -> dict:
     from workbench.session import Session
     from workbench.ui import Workbench
 
-    calib, evaluation = calib_eval(name, 64, 32)
-    s = Session(model_path(name), progress=False)
+    if name in MEDIAPIPE:
+        from workbench import zoo
+        from workbench.datasets import tflite_image_inputs
+
+        path = zoo.path(name)
+        both = tflite_image_inputs(path, 96, seed=7)
+        calib = {k: v[:64] for k, v in both.items()}
+        evaluation = {k: v[64:] for k, v in both.items()}
+    else:
+        calib, evaluation = calib_eval(name, 64, 32)
+        path = model_path(name)
+    s = Session(path, progress=False)
     s.calibrate(calib, batch_size=8)
     lay = max(s.graph.layers.values(), key=lambda lay: s.calibration.histograms[lay.output].count
               if lay.output in s.calibration.histograms else 0)
@@ -69,7 +81,7 @@ def measure(name: str, reps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["demo", "ocr_det"])
+    ap.add_argument("--models", nargs="+", default=["demo", "pose_detection", "selfie_segmentation", "ocr_det"])
     ap.add_argument("--reps", type=int, default=30)
     args = ap.parse_args()
     out = {name: measure(name, args.reps) for name in args.models}
