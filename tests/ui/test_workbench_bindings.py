@@ -95,6 +95,12 @@ def test_selecting_a_row_focuses_the_layer_everywhere(wb):
     assert wb.focused == DW
 
 
+def test_sensitivity_button_fills_the_column(wb):
+    wb.table.sensitivity.click()
+    sens = wb.table.source.data["sensitivity_db"]
+    assert all(isinstance(v, float) for v in sens) and min(sens) < max(sens)
+
+
 def test_filters_keep_matching_layers(wb):
     wb.table.op.value = "Conv"
     assert set(wb.table.source.data["op_type"]) == {"Conv"}

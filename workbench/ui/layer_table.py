@@ -37,8 +37,11 @@ class LayerTable:
         for control in (self.op, self.name, self.below):
             control.observe(lambda _: self.refresh(), "value")
         self.count = w.HTML()
+        self.sensitivity = w.Button(description="sensitivity", icon="search",
+                                    tooltip="per layer: output SQNR with only that layer quantized (calibration data)")
+        self.sensitivity.on_click(lambda _: self._sensitivity())
         self.plot = bokeh_widget(self.table)
-        self.widget = w.VBox([w.HBox([self.op, self.name, self.below, self.count]), self.plot])
+        self.widget = w.VBox([w.HBox([self.op, self.name, self.below, self.sensitivity, self.count]), self.plot])
         self.refresh()
 
     def frame(self) -> pd.DataFrame:
@@ -61,6 +64,14 @@ class LayerTable:
         self._names = df.layer.tolist()
         self.source.data = {c: df[c].tolist() for c in COLUMNS}
         self.count.value = f"{len(df)} of {len(self.session.graph.layers)} layers"
+
+    def _sensitivity(self) -> None:
+        self.sensitivity.disabled = True
+        try:
+            self.session.sensitivity()
+        finally:
+            self.sensitivity.disabled = False
+        self.refresh()
 
     def select(self, names: list[str]) -> None:
         """Select rows by layer name (from Python: the view follows the session's focus)."""
