@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup zoo test lint lab bench clean
+.PHONY: setup zoo test lint lab bench peers bench-peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,5 +31,17 @@ lab: setup
 bench: zoo
 	$(BIN)/python benchmarks/run_all.py
 
+# NNCF, the benchmark's peer, in its own environment (.venv-peers: same onnx/onnxruntime/numpy, no torch).
+PEERS := .venv-peers
+$(PEERS)/.installed-stamp: benchmarks/requirements-peers.txt constraints.txt
+	test -x $(PEERS)/bin/python || $(PY) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q -c constraints.txt -r benchmarks/requirements-peers.txt
+	touch $@
+
+peers: $(PEERS)/.installed-stamp
+
+bench-peers: zoo peers
+	$(BIN)/python benchmarks/run_all.py --only vs_ort,deployed
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) .pytest_cache .ruff_cache

@@ -215,12 +215,14 @@ def rss_mb() -> float:
 
 # -- child processes ----------------------------------------------------------------------------------------
 def run_child(args: list[str], *, timeout: float = 1800, mem_limit_gb: float | None = None,
-              env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None) -> dict[str, Any]:
+              env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None,
+              python: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run ``python <args>`` in a fresh process; return the JSON object it printed last on stdout, plus
     ``child_peak_rss_mb`` (the kernel's high-water mark for that child, from ``wait4``), ``wall_s``,
     ``returncode``, and ``error`` (stderr tail) when it failed. ``mem_limit_gb`` caps its address
     space (RLIMIT_AS) so a runaway child fails instead of taking the machine down. ``cwd`` defaults to
-    the repository root (pass a temp folder for tools that drop files in the working directory)."""
+    the repository root (pass a temp folder for tools that drop files in the working directory).
+    ``python``: another interpreter (e.g. the peers' environment, ``.venv-peers/bin/python``)."""
     import resource
 
     def limit() -> None:
@@ -231,7 +233,7 @@ def run_child(args: list[str], *, timeout: float = 1800, mem_limit_gb: float | N
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, cwd=cwd or ROOT,
+        proc = subprocess.Popen([str(python or sys.executable), *args], stdout=out, stderr=err, cwd=cwd or ROOT,
                                 env=full_env, preexec_fn=limit)
         deadline = t0 + timeout
         status, usage = 0, None

@@ -1,8 +1,9 @@
-"""Run the calibration speed, calibration memory and onnxruntime comparison benchmarks (one subprocess
-each), print their merged JSON to stdout and write it to ``benchmarks/results.json`` plus a markdown
-summary to ``benchmarks/RESULTS.md`` (both atomically).
+"""Run the calibration speed, calibration memory, peer comparison (onnxruntime + NNCF) and deployed
+speed benchmarks (one subprocess each), print their merged JSON to stdout and write it to
+``benchmarks/results.json`` plus a markdown summary to ``benchmarks/RESULTS.md`` (both atomically).
+With ``--only``, the sections not run are kept from the existing ``results.json``.
 
-    python benchmarks/run_all.py [--models demo,ocr_rec] [--only speed,memory,vs_ort]
+    python benchmarks/run_all.py [--models demo,ocr_rec] [--only speed,memory,vs_ort,deployed]
 """
 
 from __future__ import annotations
@@ -26,19 +27,17 @@ from workbench.export.atomic import write_text
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"speed": ("calibration_speed", "calibration_speed.py"),
            "memory": ("calibration_memory", "calibration_memory.py"),
-           "vs_ort": ("vs_onnxruntime", "vs_onnxruntime.py")}
+           "vs_ort": ("vs_onnxruntime", "vs_onnxruntime.py"),
+           "deployed": ("deployed_speed", "deployed_speed.py")}
 
 
 def _cpu() -> str:
-    """CPU model name and whether it has VNNI (int8 dot products), from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
-                platform.machine())
-    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-    return f"{name} ({'VNNI' if 'vnni' in flags else 'no VNNI'})"
+    """CPU model name and whether it has VNNI (int8 dot products): workbench.runtime.cpu."""
+    from workbench.runtime.cpu import cpu_features
+
+    f = cpu_features()
+    vnni = {True: "VNNI", False: "no VNNI", None: "VNNI unknown"}[f.vnni]
+    return f"{f.model_name or platform.machine()} ({f.isa}, {vnni})"
 
 
 def run_script(script: str, extra: list[str]) -> dict[str, Any]:
@@ -72,6 +71,12 @@ def _notes(section: str, models: dict[str, Any]) -> list[str]:
         for k, v in r.get("quantizers", {}).items():
             if isinstance(v, dict) and "error" in v:
                 out.append(f"{section}/{name}/{k}: ERROR — {str(v['error'])[-400:]}")
+            if isinstance(v, dict) and v.get("deployed_error"):
+                out.append(f"{section}/{name}/{k}: its file does not run with onnxruntime's default "
+                           f"optimisations — {str(v['deployed_error'])[-300:]}")
+            if isinstance(v, dict) and v.get("float_weighted_share"):
+                out.append(f"{section}/{name}/{k}: left {v.get('float_weighted_layers')} of "
+                           f"{v.get('weighted_layers')} weighted layers in float (not W8A8, not the bar)")
             if isinstance(v, dict) and "preprocessed_failed" in v:
                 out.append(f"{section}/{name}/{k}: quantizing the quant_pre_process'ed file gave a model "
                            "onnxruntime cannot load, so the raw file was used — "
@@ -117,25 +122,28 @@ def markdown(res: dict[str, Any]) -> str:
         notes += _notes("memory", mem["models"])
     vs = res.get("vs_onnxruntime", {})
     if "models" in vs:
+        from benchmarks.vs_onnxruntime import markdown_tables
+
         rows = [{"model": k, **v} for k, v in vs["models"].items()]
-        parts.append(table(rows, ["model", "calib_samples", "eval_samples", "ours_sqnr_db",
-                                  "ort_minmax_sqnr_db", "ort_percentile_sqnr_db",
-                                  "ort_minmax_original_sqnr_db", "ort_percentile_original_sqnr_db",
-                                  "ours_highest"],
-                           title="(c) Output SQNR (dB) vs float on held-out data, exact Q/DQ arithmetic "
-                                 "(ORT on our prepared graph; *_original: on the original file)"))
-        parts.append(table(rows, ["model", "ours_cosine", "ort_minmax_cosine", "ort_percentile_cosine",
-                                  "ours_deployed_sqnr_db", "ort_minmax_deployed_sqnr_db",
-                                  "ort_percentile_deployed_sqnr_db", "ours_time_s", "ort_minmax_time_s",
-                                  "ort_percentile_time_s"],
-                           title="(c) Cosine, deployed SQNR (optimisations on, this CPU) and quantizer "
-                                 "time (s)"))
+        parts.append("**(c) Ours (CLI default) vs onnxruntime `quantize_static` (MinMax, Percentile, Entropy) and "
+                     "NNCF defaults, all on our prepared float graph, same calibration and held-out data**")
+        parts.append(markdown_tables(rows))
         notes += _notes("vs_ort", vs["models"])
     if "models" in vs:
         notes += [f"vs_ort/{k}: onnxruntime pre-processing — " + "; ".join(f"{s}: {h}" for s, h in
                                                                           v.get("preprocess", {}).items())
                   for k, v in vs["models"].items() if "preprocess" in v]
-    for key in ("calibration_speed", "calibration_memory", "vs_onnxruntime"):
+    dep = res.get("deployed_speed", {})
+    if "models" in dep:
+        rows = [{"model": m, "variant": k, **v} for m, r in dep["models"].items()
+                for k, v in r.get("variants", {}).items()]
+        parts.append(table(rows, ["model", "variant", "exact_sqnr_db", "deployed_sqnr_db", "gap_db", "time_ms",
+                                  "speed_ratio"],
+                           title="(d) ort-cpu profile: exact vs deployed output SQNR (dB) and deployed time per "
+                                 "batch of 1 (1 thread, interleaved; ratio to onnxruntime's quantize_static "
+                                 "output)"))
+        notes += _notes("deployed", dep["models"])
+    for key in ("calibration_speed", "calibration_memory", "vs_onnxruntime", "deployed_speed"):
         if "error" in res.get(key, {}):
             notes.append(f"{key}: ERROR — {res[key]['error']}")
     if notes:
@@ -160,6 +168,10 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB RAM",
         "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}}
+    previous = Path(args.out)
+    if previous.is_file() and args.only != ",".join(SCRIPTS):
+        old = json.loads(previous.read_text())
+        res.update({k: v for k, v in old.items() if k != "meta"})
     for key in args.only.split(","):
         section, script = SCRIPTS[key]
         log(f"== {script}")

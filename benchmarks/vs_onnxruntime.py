@@ -1,19 +1,25 @@
-"""Output SQNR of our default W8A8 recipe vs onnxruntime's ``quantize_static`` (MinMax, Percentile).
+"""Output SQNR of our default W8A8 recipe vs onnxruntime's ``quantize_static`` (MinMax, Percentile,
+Entropy) and NNCF's defaults, on the same calibration and held-out data, measured by the same code.
 
-    python benchmarks/vs_onnxruntime.py [--models demo,ocr_rec] [--calib N] [--eval N]
+    python benchmarks/vs_onnxruntime.py [--models demo,ocr_rec] [--calib N] [--eval N] [--original]
 
-Per model, on the same calibration and held-out data: ours is ``Session(model, target="ort-cpu")`` →
-``calibrate`` → ``quantize``; onnxruntime is ``quantize_static`` in QDQ format, per_channel=True, QUInt8
-activations / QInt8 weights, calibrate_method MinMax or Percentile, its defaults otherwise, after
-``quant_pre_process`` (what onnxruntime's quantization docs recommend; where its symbolic shape inference
-fails, with ``skip_symbolic_shape=True``; the JSON says which per model). For fairness onnxruntime
-quantizes the SAME float graph we do (``s.prepared``: BN folded, opset 21) and, separately, the original
-file. Each quantizer runs in a fresh process (so its
-time and peak RSS are its own; onnxruntime's is capped at 12 GB of address space).
+Per model, on the same calibration and held-out data: ours is what ``workbench quantize`` makes
+(``Session(model, target="ort-cpu")`` → ``calibrate`` → ``search_ranges`` → ``quantize``); onnxruntime is
+``quantize_static`` in QDQ format, per_channel=True, QUInt8 activations / QInt8 weights, calibrate_method
+MinMax, Percentile or Entropy, its defaults otherwise, after ``quant_pre_process`` (what onnxruntime's
+quantization docs recommend; where its symbolic shape inference fails, with ``skip_symbolic_shape=True``;
+the JSON says which per model). NNCF is ``nncf.quantize(model, nncf.Dataset(feeds), subset_size=N)`` with
+its defaults, run by ``benchmarks/peers/nncf_quantize.py`` in the peers' own environment (``.venv-peers``,
+``make bench-peers``; skipped with a note when that environment is missing). For fairness every peer
+quantizes the SAME float graph we do (``s.prepared``: BN folded, opset 21); ``--original`` also runs
+onnxruntime on the original file. Each quantizer runs in a fresh process (so its time and peak RSS are its
+own; onnxruntime's and NNCF's are capped at 12 GB of address space).
 
 SQNR/cosine are on the held-out data against the float graph the quantizer started from, in exact Q/DQ
 arithmetic (onnxruntime optimisations off); ``deployed_*`` are the same with all optimisations on (the
-integer kernels this CPU would run; it has no VNNI, so they may differ from the exact numbers).
+integer kernels this CPU runs: without VNNI they may saturate, so they may differ from the exact numbers).
+``float_weighted_share`` is the share of weighted layers (Conv/ConvTranspose/Gemm/MatMul with a constant
+weight) whose weight is not quantized: a peer that leaves layers in float is not W8A8.
 """
 
 from __future__ import annotations
@@ -37,7 +43,6 @@ from benchmarks.common import (
     error_tail,
     has_dynamic_batch,
     log,
-    log_table,
     model_path,
     run_child,
 )
@@ -48,7 +53,10 @@ from benchmarks.common import (
 DEFAULT_CALIB = {"demo": 64, "minilm": 64, "ocr_rec": 32, "ocr_det": 32}
 DEFAULT_EVAL = 32
 ORT_CAP_GB = 12.0
-METHODS = ("MinMax", "Percentile")
+METHODS = ("MinMax", "Percentile", "Entropy")
+PEERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-peers" / "bin" / "python"
+NNCF_SCRIPT = Path(__file__).resolve().parent / "peers" / "nncf_quantize.py"
+PEERS = ("ort_minmax", "ort_percentile", "ort_entropy", "nncf")
 _OOM = ("MemoryError", "bad_alloc", "Unable to allocate", "Failed to allocate", "std::bad_alloc")
 
 
@@ -158,10 +166,36 @@ def evaluate(qpath: Path, ref: dict[str, np.ndarray], data: dict[str, np.ndarray
     return out
 
 
+def float_weighted_share(qpath: Path) -> dict[str, Any]:
+    """Weighted layers (Conv/ConvTranspose/Gemm/MatMul whose weight is a constant) and the share of them
+    whose weight is left float (not read through a DequantizeLinear of an integer initializer)."""
+    import onnx
+
+    m = onnx.load(str(qpath))
+    inits = {t.name: t for t in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
+
+    def constant(t: str) -> bool:
+        node = producers.get(t)
+        return t in inits or (node is not None and node.op_type in ("DequantizeLinear", "Cast", "Constant")
+                              and (not node.input or constant(node.input[0])))
+
+    def integer(t: str) -> bool:
+        node = producers.get(t)
+        return (node is not None and node.op_type == "DequantizeLinear" and node.input[0] in inits
+                and inits[node.input[0]].data_type != onnx.TensorProto.FLOAT)
+
+    weighted = [n for n in m.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+                and len(n.input) > 1 and constant(n.input[1])]
+    left = [n.name for n in weighted if not integer(n.input[1])]
+    return {"weighted_layers": len(weighted), "float_weighted_layers": len(left),
+            "float_weighted_share": len(left) / len(weighted) if weighted else 0.0}
+
+
 def _evaluate_or_error(qpath: Path, ref: dict[str, np.ndarray], data: dict[str, np.ndarray], batch: int
                        ) -> dict[str, Any]:
     try:
-        return evaluate(qpath, ref, data, batch)
+        return {**evaluate(qpath, ref, data, batch), **float_weighted_share(qpath)}
     except Exception as e:  # e.g. a quantized model onnxruntime itself cannot load
         log(f"  evaluating {qpath.name} failed: {e}")
         return {"error": f"evaluating the quantized model failed: {error_tail(e, 1)}"}
@@ -181,6 +215,23 @@ def _ort(src: Path, out: Path, method: str, tmp: Path, batch: int, ref: dict[str
     return {**q, **_evaluate_or_error(out, ref, held, batch)}
 
 
+def _nncf(src: Path, out: Path, tmp: Path, ref: dict[str, np.ndarray], held: dict[str, np.ndarray],
+          batch: int) -> dict[str, Any]:
+    """NNCF's defaults in the peers' environment (a capped child), then the evaluation of its model."""
+    if not PEERS_PYTHON.is_file():
+        return {"skipped": f"{PEERS_PYTHON} missing: run `make bench-peers` (NNCF lives in its own environment)"}
+    r = run_child([str(NNCF_SCRIPT), str(src), str(tmp / "calib.npz"), str(out), "1"], python=PEERS_PYTHON,
+                  mem_limit_gb=ORT_CAP_GB, timeout=1800, cwd=tmp)
+    log(f"  nncf {src.name} -> {r.get('wall_s')} s, peak {r.get('child_peak_rss_mb')} MB"
+        + (f"  ERROR {r['error'][-400:]}" if "error" in r else ""))
+    q: dict[str, Any] = {"time_s": r.get("time_s"), "peak_rss_mb": r.get("child_peak_rss_mb"),
+                         "version": r.get("nncf")}
+    if "error" in r or not out.is_file():
+        q["error"] = r.get("error", "NNCF wrote no model")
+        return q
+    return {**q, **_evaluate_or_error(out, ref, held, batch)}
+
+
 # -- per model ----------------------------------------------------------------------------------------------
 def _child(args: list[str], **kw: Any) -> dict[str, Any]:
     r = run_child([str(Path(__file__).resolve()), *args], cwd=kw.pop("cwd", tempfile.gettempdir()), **kw)
@@ -189,10 +240,10 @@ def _child(args: list[str], **kw: Any) -> dict[str, Any]:
     return r
 
 
-def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
-    original = model_path(name)
+def measure(name: str, n_calib: int, n_eval: int, *, original: bool = False, nncf: bool = True) -> dict[str, Any]:
+    source = model_path(name)
     calib, held = calib_eval(name, n_calib, n_eval)
-    batch = 32 if has_dynamic_batch(original) else 1
+    batch = 32 if has_dynamic_batch(source) else 1
     res: dict[str, Any] = {"calib_samples": n_calib, "eval_samples": n_eval, "batch_size": batch}
     with tempfile.TemporaryDirectory(prefix="wb-vs-ort-") as d:
         tmp = Path(d)
@@ -203,7 +254,7 @@ def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
         if not prepared.is_file():
             return {**res, "error": f"Session could not prepare the model: {ours.get('error')}"}
         ref = {"prepared": run_all_batches(prepared, held, optimize=False, batch=batch),
-               "original": run_all_batches(original, held, optimize=False, batch=batch)}
+               "original": run_all_batches(source, held, optimize=False, batch=batch)}
         res["prepared_vs_original_float"] = errors(ref["original"], ref["prepared"])
         quantizers: dict[str, dict[str, Any]] = {}
         q = {"time_s": ours.get("time_s"), "calibrate_s": ours.get("calibrate_s"),
@@ -215,7 +266,8 @@ def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
         quantizers["ours"] = q
 
         res["preprocess"] = {}
-        for src_name, src in (("prepared", prepared), ("original", original)):
+        sources = (("prepared", prepared), ("original", model_path(name))) if original else (("prepared", prepared),)
+        for src_name, src in sources:
             pre = tmp / f"pre_{src_name}.onnx"
             p = _child(["--pre", str(src), str(pre)], cwd=tmp)
             res["preprocess"][src_name] = (p.get("how") if "error" not in p else
@@ -231,6 +283,8 @@ def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
                          "preprocessed_failed": q["error"][-400:],
                          "preprocess": "none (pre-processed model failed)"}
                 quantizers[key] = q
+        if nncf:
+            quantizers["nncf"] = _nncf(prepared, tmp / "nncf.onnx", tmp, ref["prepared"], held, batch)
     res["quantizers"] = quantizers
     scores = {k: v.get("sqnr_db") for k, v in quantizers.items()}
     valid = {k: v for k, v in scores.items() if v is not None}
@@ -240,13 +294,59 @@ def measure(name: str, n_calib: int, n_eval: int) -> dict[str, Any]:
         res["ours_highest"] = valid["ours"] >= max(ort_prepared)
         res["ours_highest_incl_original"] = valid["ours"] >= max(ort_any)
         res["ours_minus_best_ort_db"] = valid["ours"] - max(ort_prepared)
-    for k in ("ours", "ort_minmax", "ort_percentile", "ort_minmax_original", "ort_percentile_original"):
-        v = quantizers.get(k, {})
-        res[f"{k}_sqnr_db"] = v.get("sqnr_db")
-        res[f"{k}_cosine"] = v.get("cosine")
-        res[f"{k}_deployed_sqnr_db"] = v.get("deployed_sqnr_db")
-        res[f"{k}_time_s"] = v.get("time_s")
+    return summarize(res)
+
+
+def summarize(res: dict[str, Any]) -> dict[str, Any]:
+    """Flat per-quantizer fields and the acceptance check: ours vs the best W8A8 peer (every weighted
+    layer quantized; a peer that leaves layers in float is reported but is not the bar), exact and
+    deployed."""
+    quantizers = res.get("quantizers", {})
+    for k, v in quantizers.items():
+        for field in ("sqnr_db", "cosine", "deployed_sqnr_db", "time_s", "peak_rss_mb", "float_weighted_share"):
+            res[f"{k}_{field}"] = v.get(field)
+    for field in ("sqnr_db", "deployed_sqnr_db"):
+        peer = {k: quantizers[k].get(field) for k in PEERS if quantizers.get(k, {}).get(field) is not None
+                and not quantizers[k].get("float_weighted_share")}
+        mine = quantizers.get("ours", {}).get(field)
+        if peer and mine is not None:
+            best = max(peer, key=peer.__getitem__)
+            res[f"best_peer_{field}"] = peer[best]
+            res[f"best_peer_{field}_by"] = best
+            res[f"ours_minus_best_peer_{field}"] = mine - peer[best]
+            res[f"ours_ge_best_peer_{field}"] = mine >= peer[best]
     return res
+
+
+QUANTIZERS = ("ours", "ort_minmax", "ort_percentile", "ort_entropy", "nncf")
+
+
+def markdown_tables(rows: list[dict[str, Any]]) -> str:
+    """Exact and deployed output SQNR per model and quantizer (the README table), then cosine, the share of
+    weighted layers left float, time and peak RSS."""
+    from benchmarks.common import table
+
+    def cell(r: dict[str, Any], q: str, field: str) -> Any:
+        v = r.get(f"{q}_{field}")
+        share = r.get(f"{q}_float_weighted_share")
+        if v is None:
+            err = r.get("quantizers", {}).get(q, {})
+            return "failed" if "error" in err or (field == "deployed_sqnr_db" and "deployed_error" in err) else None
+        return f"{v:.3g} ({100 * share:.0f} % float)" if share else v
+
+    sq = [{"model": r["model"], **{q: cell(r, q, "sqnr_db") for q in QUANTIZERS},
+           "ours ≥ best W8A8 peer": r.get("ours_ge_best_peer_sqnr_db")} for r in rows]
+    dep = [{"model": r["model"], **{q: cell(r, q, "deployed_sqnr_db") for q in QUANTIZERS},
+            "ours ≥ best W8A8 peer": r.get("ours_ge_best_peer_deployed_sqnr_db")} for r in rows]
+    cols = ["model", *QUANTIZERS, "ours ≥ best W8A8 peer"]
+    other = [{"model": r["model"], "quantizer": q, "cosine": r.get(f"{q}_cosine"),
+              "float_weighted_share": r.get(f"{q}_float_weighted_share"), "time_s": r.get(f"{q}_time_s"),
+              "peak_rss_mb": r.get(f"{q}_peak_rss_mb")} for r in rows for q in QUANTIZERS]
+    return "\n\n".join([
+        table(sq, cols, title="output SQNR (dB) on held-out data, exact Q/DQ arithmetic"),
+        table(dep, cols, title="output SQNR (dB), deployed: onnxruntime's default kernels on this CPU"),
+        table(other, ["model", "quantizer", "cosine", "float_weighted_share", "time_s", "peak_rss_mb"],
+              title="cosine, weighted layers left float, quantize time and peak RSS")])
 
 
 def main() -> None:
@@ -254,6 +354,8 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--calib", type=int, default=None, help="calibration samples (default: per model)")
     ap.add_argument("--eval", type=int, default=DEFAULT_EVAL, help="held-out samples")
+    ap.add_argument("--original", action="store_true", help="also run onnxruntime on the original file")
+    ap.add_argument("--no-nncf", action="store_true", help="skip NNCF (the peers' environment)")
     ap.add_argument("--ours", nargs=2, metavar=("MODEL", "TMP"), help=argparse.SUPPRESS)
     ap.add_argument("--pre", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--ort", nargs=5, metavar=("SRC", "OUT", "METHOD", "CALIB", "BATCH"),
@@ -276,19 +378,16 @@ def main() -> None:
         n_calib = args.calib or DEFAULT_CALIB[name]
         log(f"[vs_onnxruntime] {name}: {n_calib} calibration / {args.eval} held-out samples")
         try:
-            results[name] = measure(name, n_calib, args.eval)
+            results[name] = measure(name, n_calib, args.eval, original=args.original, nncf=not args.no_nncf)
         except Unavailable as e:
             results[name] = {"skipped": str(e)}
         except Exception as e:
             results[name] = {"error": error_tail(e)}
     rows = [{"model": k, **v} for k, v in results.items()]
-    log_table(rows, ["model", "ours_sqnr_db", "ort_minmax_sqnr_db", "ort_percentile_sqnr_db",
-                     "ort_minmax_original_sqnr_db", "ort_percentile_original_sqnr_db", "ours_highest",
-                     "ours_deployed_sqnr_db", "ort_minmax_deployed_sqnr_db",
-                     "ort_percentile_deployed_sqnr_db"],
-              title="output SQNR (dB) on held-out data, exact Q/DQ arithmetic")
+    log(markdown_tables(rows))
     emit({"benchmark": "vs_onnxruntime", "ort_settings": {
         "quant_format": "QDQ", "per_channel": True, "activation_type": "QUInt8", "weight_type": "QInt8",
+        "calibrate_methods": list(METHODS),
         "preprocess": "quant_pre_process (defaults; skip_symbolic_shape=True where that fails; per model)",
         "other": "quantize_static defaults"}, "total_s": time.perf_counter() - t0, "models": results})
 

@@ -102,3 +102,20 @@ def test_out_folder_missing(files, capsys):
     rc = main(["quantize", str(files / "m.onnx"), "--data", str(files / "calib.npz"), "--out",
                str(files / "no" / "such" / "q.onnx"), "--quiet"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_quantize_json_has_exact_and_deployed_sqnr_and_cpu(files, capsys):
+    out = files / "out_dep" / "q.onnx"
+    out.parent.mkdir()
+    rc = main(["quantize", str(files / "m.onnx"), "--data", str(files / "calib.npz"), "--out", str(out),
+               "--eval", str(files / "eval.npz"), "--json", "--quiet", "--no-search"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    row = result["outputs"]["logits"]
+    assert 15 < row["sqnr_db"] < 80 and 15 < row["deployed_sqnr_db"] < 80
+    assert isinstance(result["cpu"]["vnni"], bool) or result["cpu"]["vnni"] is None
+    assert {"arch", "isa", "u8s8_saturates", "describe"} <= set(result["cpu"])
+    gap = abs(row["sqnr_db"] - row["deployed_sqnr_db"])
+    assert result["deployed_gap_db"] == pytest.approx(gap, abs=1e-6)
+    # the ort-cpu profile keeps the file exact on this machine: no warning
+    assert gap <= 0.5 and result["deployed_warning"] is None

@@ -60,9 +60,14 @@ def _summary(session, comparison) -> dict[str, Any]:
     layers = [{"name": r["layer"], "op_type": r["op_type"], "precision": r["precision"],
                "tensor": r["tensor"], "sqnr_db": r["sqnr_db"], "cosine": r["cosine"], "mse": r["mse"],
                "max_abs": r["max_abs"]} for r in d["layers"]]
+    from workbench.runtime.cpu import cpu_features
+
+    cpu = d["cpu"] or {**cpu_features().to_dict(), "describe": cpu_features().describe()}
+    warning = comparison.deployed_warning
     return {"target": session.target.name, "num_samples": d["num_samples"], "outputs": outputs,
+            "cpu": cpu, "deployed_gap_db": d["deployed_gap_db"], "deployed_warning": warning,
             "activation_range": session.recipe.activations.to_dict()["range"],
-            "layers": layers, "notes": session.notes + session.plan.notes}
+            "layers": layers, "notes": session.notes + session.plan.notes + ([warning] if warning else [])}
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -82,7 +87,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         import pandas as pd
 
         print(f"wrote {written['model']} (target {session.target.name}) and {written['recipe']}")
-        print(comparison.outputs[["sqnr_db", "cosine"]].to_string())
+        cols = [c for c in ("sqnr_db", "deployed_sqnr_db", "cosine") if c in comparison.outputs]
+        print(comparison.outputs[cols].to_string())
+        print(f"cpu: {result['cpu'].get('describe', '')}")
+        if result["deployed_warning"]:
+            print(f"warning: {result['deployed_warning']}")
         worst = pd.DataFrame(result["layers"]).sort_values("sqnr_db").head(10)
         print("\nlowest-SQNR layers:\n" + worst[["name", "op_type", "precision", "sqnr_db"]].to_string(index=False))
     return 0
@@ -92,9 +101,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     session = _session(args)
     comparison = session.compare(args.eval or args.data, batch_size=args.batch_size, limit=args.limit)
     stats = session.stats()
+    converted = _import_parity(session, args)
     if args.json:
         summary = _summary(session, comparison)
         summary["tensors"] = stats.to_dict(orient="records")
+        if converted:
+            summary["import"] = converted
         print(json.dumps(_clean(summary)))
     else:
         print(stats.to_string(index=False))
@@ -102,11 +114,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(comparison.layers.to_string(index=False))
         print()
         print(comparison.outputs.to_string())
+        if converted:
+            print(f"\nimported from {converted['format']}: output SQNR vs its own runtime (dB) "
+                  f"{converted['parity_sqnr_db']}")
     return 0
 
 
+def _import_parity(session, args: argparse.Namespace) -> dict[str, Any] | None:
+    """For a converted model (TFLite, PyTorch): its outputs in onnxruntime vs in its own runtime
+    on the evaluation data, as output name → SQNR dB."""
+    model = session.model
+    if model.source_runtime is None:
+        return None
+    from workbench.models.parity import measure_parity
+
+    feeds = session.feeds(args.eval or args.data, batch_size=args.batch_size, limit=args.limit)
+    return {"format": model.format, "parity_sqnr_db": measure_parity(model, feeds)}
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="ONNX model file")
+    p.add_argument("model", help="model file: .onnx, .tflite, or a torch.export program .pt2")
     p.add_argument("--data", required=True, help="calibration data: .npz keyed by input name")
     p.add_argument("--eval", help="evaluation data (default: the calibration data)")
     p.add_argument("--target", default=None, help="target profile: ort-cpu, tensorrt, int16-npu, pow2")

@@ -31,6 +31,9 @@ class Target:
     weights: TensorSpec
     checks: tuple[Check, ...] = ()
     share_concat: bool = False  # Concat inputs and output take one scale (no requantize)
+    # Store int8 weights as uint8 (zero-point 128, same values) in layers where onnxruntime's
+    # uint8×int8 x86 kernels without VNNI would saturate (workbench.quantize.saturation).
+    avoid_u8s8_saturation: bool = False
 
     def default_recipe(self) -> Recipe:
         return Recipe(target=self.name, activations=self.activations, weights=self.weights)
@@ -86,10 +89,14 @@ TARGETS: dict[str, Target] = {
         Target(
             "ort-cpu",
             "onnxruntime on CPU: uint8 asymmetric activations (zero-point absorbs ReLU's one-sided "
-            "range), int8 symmetric per-channel weights, int32 bias.",
+            "range), int8 symmetric per-channel weights, int32 bias. Layers whose uint8×int8 sums would "
+            "saturate onnxruntime's x86 kernels without VNNI store their weights as uint8 (zero-point "
+            "128, the same values), so the file runs as measured on every CPU. int16 activations run "
+            "exactly here too (onnxruntime keeps them as Q/DQ around float kernels: float speed).",
             TensorSpec(Precision.INT8, Symmetry.ASYMMETRIC, signed=False, range=Auto()),
             _W8_PER_CHANNEL,
             (_no_int4_activations,),
+            avoid_u8s8_saturation=True,
         ),
         Target(
             "tensorrt",

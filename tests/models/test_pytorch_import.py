@@ -203,6 +203,7 @@ def test_pt2_round_trip_through_the_cli(cnn, tmp_path, capsys):
     assert rc == 0
     assert {"stem", "layer1.0.conv1", "layer1.1.conv2", "fc"} <= {row["name"] for row in result["layers"]}
     assert result["outputs"]["output"]["sqnr_db"] > 20
+    assert result["import"]["format"] == "torch" and result["import"]["parity_sqnr_db"]["output"] > 100
     assert sorted(p.name for p in tmp_path.iterdir() if "autosave" not in p.name) == ["cnn.pt2", "x.npz"]
 
 

@@ -29,7 +29,12 @@ def test_qdq_model_passes_checker_and_matches_plan(session):
     read = read_qdq_params(model)
     assert read["r1"].bits == 8 and not read["r1"].signed  # ort-cpu: uint8 activations
     w = read[qdq.effective["c1.w"]]
-    assert w.bits == 8 and w.signed and w.axis == 0 and w.scale.shape == (8,)
+    assert w.bits == 8 and w.axis == 0 and w.scale.shape == (8,)
+    # int8 symmetric, stored as uint8 with zero-point 128 where u8s8 kernels would saturate (see
+    # tests/quantize/test_defaults.py): conv1 reads a signed input whose uint8 codes sit around 128
+    assert (w.signed and np.all(w.zero_point == 0)) or (not w.signed and np.all(w.zero_point == 128))
+    w_dw = read[qdq.effective["dw.w"]]
+    assert w_dw.signed and np.all(w_dw.zero_point == 0)  # depthwise: never saturates
     assert "logits" not in read  # model outputs stay float
     # the concat inputs do not share a scale on ort-cpu
     assert not np.array_equal(read["half"].scale, read["res"].scale)

@@ -7,7 +7,10 @@ Three onnxruntime sessions run in lockstep on each batch:
 - the QDQ model with all optimisations on (the *deployed* kernels this CPU would use, e.g.
   QLinearConv), exposing only model outputs.
 
-Per tensor the errors accumulate in constant memory (SQNR, MSE, cosine, max-abs).
+Per tensor the errors accumulate in constant memory (SQNR, MSE, cosine, max-abs). The two
+output SQNRs (exact and deployed) differ where this CPU's integer kernels do other arithmetic
+than the graph says (x86 without VNNI: saturating uint8×int8 sums); :attr:`Comparison.deployed_warning`
+says so in words, with the CPU features found (:func:`workbench.runtime.cpu.cpu_features`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from tqdm.auto import tqdm
 
 from workbench.numerics import ErrorAccumulator
 from workbench.runtime import Runner, Slicer
+from workbench.runtime.cpu import cpu_features
+
+#: Exact and deployed output SQNR may differ by this much (dB) before the comparison warns.
+DEPLOYED_GAP_DB = 0.5
 
 Metric = Callable[[dict[str, np.ndarray]], float]
 """User metric: model outputs over the whole evaluation set (concatenated) -> a number."""
@@ -45,6 +52,41 @@ class Comparison:
     layers: pd.DataFrame  # one row per layer
     num_samples: int
     metric: dict[str, float] = field(default_factory=dict)  # {"float", "quantized", "deployed"}
+    cpu: dict[str, Any] = field(default_factory=dict)  # CpuFeatures.to_dict() of the deployed run
+
+    @property
+    def deployed_gap_db(self) -> float | None:
+        """Largest |exact − deployed| output SQNR (dB) over the model outputs; None without a
+        deployed run (or where both are infinite)."""
+        if "deployed_sqnr_db" not in self.outputs:
+            return None
+        exact = self.outputs["sqnr_db"].to_numpy(dtype=float)
+        dep = self.outputs["deployed_sqnr_db"].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            gap = np.abs(exact - dep)
+        gap = np.where(np.isinf(exact) & np.isinf(dep), 0.0, gap)
+        gap = gap[~np.isnan(gap)]
+        return float(gap.max()) if gap.size else None
+
+    @property
+    def deployed_warning(self) -> str | None:
+        """A plain-words warning when this machine's onnxruntime kernels give output SQNR more
+        than 0.5 dB away from the exact QDQ arithmetic; None when they agree (or were not run).
+        The one text that the report, the command line and the notebook show."""
+        gap = self.deployed_gap_db
+        if gap is None or gap <= DEPLOYED_GAP_DB:
+            return None
+        row = (self.outputs["sqnr_db"] - self.outputs["deployed_sqnr_db"]).abs().idxmax()
+        exact = float(self.outputs.loc[row, "sqnr_db"])
+        dep = float(self.outputs.loc[row, "deployed_sqnr_db"])
+        cpu = self.cpu.get("describe") or "this CPU"
+        why = (" Without VNNI, onnxruntime's uint8×int8 kernels add pairs of products in a saturating "
+               "16-bit register; the 'ort-cpu' target stores the weights of layers at risk as uint8 to "
+               "avoid it.") if self.cpu.get("u8s8_saturates") else ""
+        return (f"The exported file runs differently here than it was measured: output {row!r} has "
+                f"{exact:.2f} dB SQNR in exact arithmetic but {dep:.2f} dB with onnxruntime's default "
+                f"kernels on {cpu} (a {gap:.2f} dB gap).{why} Check the deployed number on the machine "
+                "that will run the model.")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +94,9 @@ class Comparison:
             "outputs": _records(self.outputs.reset_index()),
             "layers": _records(self.layers),
             "metric": {k: _finite(v) for k, v in self.metric.items()},
+            "cpu": dict(self.cpu),
+            "deployed_gap_db": _finite(self.deployed_gap_db),
+            "deployed_warning": self.deployed_warning,
         }
 
 
@@ -115,4 +160,8 @@ def compare(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, effective:
         for name, batches in kept.items():
             if batches:
                 metrics[name] = float(metric({t: np.concatenate([b[t] for b in batches]) for t in outputs}))
-    return Comparison(pd.DataFrame(out_rows).set_index("output"), pd.DataFrame(layer_rows), samples, metrics)
+    cpu: dict[str, Any] = {}
+    if dep_run is not None:
+        features = cpu_features()
+        cpu = {**features.to_dict(), "describe": features.describe()}
+    return Comparison(pd.DataFrame(out_rows).set_index("output"), pd.DataFrame(layer_rows), samples, metrics, cpu)

@@ -6,6 +6,19 @@ for. Tensors in one group (pass-through ops, shared Concat scales) share paramet
 computed from the union of the members' clip ranges. Bias is int32 with
 ``scale = s_input · s_weight`` (per output channel) and zero-point 0, so it adds no error of
 its own beyond rounding at the accumulator's resolution.
+
+Defaults for places every quantizer handles badly, recorded in :attr:`QuantPlan.notes` and
+changed by a tensor override in the recipe:
+
+- outputs of ops whose range is fixed by the op (Sigmoid, HardSigmoid, Softmax: [0, 1]; Tanh:
+  [−1, 1]) take that range instead of a calibrated one: a range rule that clips them (as
+  histogram searches do when the top of the range is sparse) costs dB on held-out data;
+- Softmax inputs (attention scores plus −1e4/−1e38 masks), mask tensors computed from integer
+  inputs, and the statistics inside an unfused LayerNorm (ReduceMean/Pow/Sqrt/Div) stay float
+  (see :mod:`workbench.graph.layers`): quantizing them costs up to 9 dB on an OCR recogniser;
+- on targets that run onnxruntime's x86 integer kernels (``ort-cpu``), layers whose uint8×int8
+  sums would saturate on CPUs without VNNI store their int8 weights as uint8 with zero-point 128
+  (:mod:`workbench.quantize.saturation`): the same values, so the exact arithmetic is unchanged.
 """
 
 from __future__ import annotations
@@ -17,11 +30,18 @@ import numpy as np
 from workbench.calibration import Calibration
 from workbench.errors import WorkbenchError
 from workbench.graph.layers import Layer, LayerGraph
-from workbench.numerics import QParams, array_clip_range, compute_qparams
-from workbench.recipe import ClipRange, PerChannel, Precision, Recipe, TensorSpec
+from workbench.numerics import QParams, array_clip_range, compute_qparams, quantize
+from workbench.quantize.saturation import RISK_THRESHOLD, saturation_risk
+from workbench.recipe import ClipRange, PerChannel, Precision, Recipe, Symmetry, TensorSpec
 from workbench.targets import Target
 
 INT32_MAX = 2**31 - 1
+
+#: Ops whose output range is fixed by the op itself: their outputs take this range by default.
+FIXED_RANGES: dict[str, tuple[float, float]] = {
+    "Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Softmax": (0.0, 1.0), "Tanh": (-1.0, 1.0),
+}
+_LAYERNORM_STATS = {"ReduceMean", "Pow", "Sqrt", "Div", "Reciprocal"}
 
 
 @dataclass(frozen=True)
@@ -110,11 +130,18 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
         labels[layer.name] = _label(act, wspec if layer.weight else None)
 
     plans: dict[str, TensorPlan] = {}
+    notes: list[str] = []
+    fixed_groups: list[str] = []
     quantized = [t for t, specs in demands.items() if any(s.precision.is_integer for s in specs)]
     for group in lg.groups(quantized, share_concat=target.share_concat):
         specs = [s for t in group for s in demands.get(t, []) if s.precision.is_integer]
         spec = max(specs, key=_rank)
-        lo, hi = _group_range(group, spec, calib)
+        fixed = _fixed_range(group, lg, recipe)
+        if fixed is not None and not isinstance(spec.range, ClipRange):
+            lo, hi = fixed
+            fixed_groups.append(group[0])
+        else:
+            lo, hi = _group_range(group, spec, calib)
         qp = compute_qparams(lo, hi, bits=spec.precision.bits, signed=spec.signed,
                              symmetric=spec.symmetry.value == "symmetric", power_of_two=spec.power_of_two)
         for t in group:
@@ -135,9 +162,90 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
         plans[name] = TensorPlan(name, "weight", spec, qp, name)
 
     target.check((f"tensor '{p.name}'", p.spec, p.kind == "weight") for p in plans.values())
-    notes: list[str] = []
+    if fixed_groups:
+        notes.append(f"{len(fixed_groups)} output(s) of Sigmoid/HardSigmoid/Softmax/Tanh use the op's fixed range "
+                     f"([0, 1] or [−1, 1]) instead of a calibrated one (e.g. {fixed_groups[0]!r}); a tensor "
+                     "override in the recipe changes it")
+    if target.avoid_u8s8_saturation:
+        _avoid_saturation(lg, recipe, calib, weights, plans, notes)
+    notes += _float_by_design(lg, plans)
     bias_scales = _bias_scales(lg, plans, weights, recipe, notes)
     return QuantPlan(plans, bias_scales, tuple(fp16), tuple(float32), labels, notes)
+
+
+def _fixed_range(group: list[str], lg: LayerGraph, recipe: Recipe) -> tuple[float, float] | None:
+    """The op-given range of a group whose members are all outputs of fixed-range ops (or of
+    pass-through ops over them), unless the recipe overrides one of its tensors."""
+    if any(t in recipe.tensors for t in group):
+        return None
+    ranges = set()
+    for t in group:
+        node = lg.producers.get(t)
+        if node is None:
+            return None
+        if node.op_type in FIXED_RANGES:
+            ranges.add(FIXED_RANGES[node.op_type])
+        elif not (node.input and node.input[0] in group):  # pass-through inside the group
+            return None
+    if not ranges:
+        return None
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _depthwise(node, w: np.ndarray) -> bool:
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return node.op_type == "Conv" and group > 1 and w.ndim >= 2 and w.shape[1] == 1
+
+
+def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict[str, np.ndarray],
+                      plans: dict[str, TensorPlan], notes: list[str]) -> None:
+    """uint8 weights (zero-point 128, same values) where onnxruntime's x86 uint8×int8 kernels
+    without VNNI would saturate; see :mod:`workbench.quantize.saturation`."""
+    nodes = {n.name: n for n in lg.producers.values()}
+    changed = []
+    for layer in lg.layers.values():
+        wp = plans.get(layer.weight) if layer.weight else None
+        xp = plans.get(layer.inputs[0]) if layer.inputs else None
+        node = nodes.get(layer.name)
+        if (wp is None or xp is None or node is None or layer.op_type not in ("Conv", "Gemm", "MatMul")
+                or wp.spec.precision != Precision.INT8 or not wp.qparams.signed
+                or wp.spec.symmetry != Symmetry.SYMMETRIC or xp.spec.precision != Precision.INT8
+                or layer.weight in recipe.tensors
+                or (layer.name in recipe.layers and recipe.layers[layer.name].weights is not None)
+                or layer.inputs[0] not in calib.histograms):
+            continue
+        w = weights[layer.weight]
+        if _depthwise(node, w):  # onnxruntime's depthwise kernel accumulates in int32
+            continue
+        xq = xp.qparams
+        risk = saturation_risk(calib.histograms[layer.inputs[0]], float(xq.scale), int(xq.zero_point),
+                               quantize(w, wp.qparams), layer.op_type, wp.qparams.axis,
+                               raw_offset=128 if xq.signed else 0)
+        if risk <= RISK_THRESHOLD:
+            continue
+        qp = wp.qparams
+        u8 = QParams(qp.scale, np.full(qp.zero_point.shape, 128, dtype=np.int64), 8, False, qp.axis)
+        plans[layer.weight] = replace(wp, spec=replace(wp.spec, signed=False), qparams=u8)
+        changed.append(layer.name)
+    if changed:
+        notes.append(f"weights of {len(changed)} layer(s) stored as uint8 with zero-point 128 (the same values): "
+                     "their uint8×int8 sums would saturate onnxruntime's x86 kernels on CPUs without VNNI "
+                     f"(e.g. {changed[0]!r}); a weight tensor override with signed=True keeps int8")
+
+
+def _float_by_design(lg: LayerGraph, plans: dict[str, TensorPlan]) -> list[str]:
+    """Notes on the sensitive tensors that stay float by the placement rules."""
+    softmax = [n for n in lg.producers.values() if n.op_type == "Softmax"]
+    stats = [n for n in lg.producers.values() if n.op_type in _LAYERNORM_STATS
+             and n.output and n.output[0] in lg.float_tensors and n.output[0] not in plans]
+    out = []
+    if softmax:
+        out.append(f"{len(softmax)} Softmax input(s) stay float (attention scores plus masks); their outputs "
+                   "use the fixed range [0, 1] where a layer reads them")
+    if stats:
+        out.append(f"{len(stats)} ReduceMean/Pow/Sqrt/Div output(s) stay float (statistics inside unfused "
+                   "normalisations, where int8 costs the most)")
+    return out
 
 
 def _sym(spec: TensorSpec) -> bool:

@@ -50,7 +50,7 @@ class ApplyPanel:
         rows = [{"": f"#{e.id} {'(before)' if i == 0 and len(entries) == 2 else '(now)'}",
                  **{k: e.summary.get(k) for k in HEADLINE if k in entries[-1].summary}}
                 for i, e in enumerate(entries)]
-        warning = self.session.comparison.warning() if hasattr(self.session.comparison, "warning") else ""
+        warning = self.session.comparison.deployed_warning
         self.result.value = table(rows, title="model outputs") + (note(warning, "warn") if warning else "")
         self.on_done()
 

@@ -98,9 +98,11 @@ class Workbench(w.VBox):
             self.focus(names[0])
 
     # -- session → views -------------------------------------------------------------------
-    def _on_recipe(self, _change: Any = None) -> None:
-        self.table.refresh()
-        self.table.select(self.selected)
+    def _on_recipe(self, change: Any) -> None:
+        old, new = change["old"], change["new"]
+        if old is None or (old.layers, old.activations, old.weights) != (new.layers, new.activations, new.weights):
+            self.table.refresh()  # layer settings changed (a tensor's clip range is not in the table)
+            self.table.select(self.selected)
         self.histogram.refresh()
         self.controls.refresh()
         self._header()

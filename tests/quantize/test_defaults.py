@@ -1,0 +1,162 @@
+"""Defaults of the plan for the places quantizers handle badly: u8s8 saturation on x86 without
+VNNI (uint8 weights where needed), ranges fixed by the op (Sigmoid/Softmax), float by design."""
+
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.builders import conv_net
+from workbench.numerics import Histogram
+from workbench.quantize.saturation import saturation_risk, tail_fraction
+from workbench.recipe import MinMax, PerChannel, Precision, Symmetry, TensorSpec
+from workbench.runtime import Runner
+from workbench.runtime.cpu import cpu_features
+from workbench.session import Session
+
+
+def _hist_of_raw(raw: np.ndarray, scale: float = 0.01, zp: int = 0) -> Histogram:
+    return Histogram().update(((raw.astype(np.float64) - zp) * scale).astype(np.float32))
+
+
+def test_tail_fraction():
+    h = Histogram().update(np.arange(1000, dtype=np.float32))
+    assert tail_fraction(h, 899.5) == pytest.approx(0.1, abs=2e-3)
+    assert tail_fraction(h, 2000.0) == 0.0
+    assert tail_fraction(h, -1.0) == 1.0
+
+
+def test_small_weights_cannot_saturate():
+    """|w1| + |w2| ≤ 128: 255·128 = 32640 fits int16, whatever the activations are."""
+    h = _hist_of_raw(np.full(100, 255))
+    w = np.array([[64, 64, -64, -64, 60, 3]], dtype=np.int8)  # Gemm-like [N, K]
+    assert saturation_risk(h, 0.01, 0, w, "Gemm", 0) == 0.0
+
+
+def test_large_pair_with_saturated_inputs():
+    """One pair (127, 127): it saturates once an activation exceeds 32767/254 ≈ 129; every raw value is
+    255, so the bound is 2 (two activations, each certainly above)."""
+    w = np.array([[127, 127]], dtype=np.int8)
+    assert saturation_risk(_hist_of_raw(np.full(100, 255)), 0.01, 0, w, "Gemm", 0) == pytest.approx(2.0)
+    assert saturation_risk(_hist_of_raw(np.arange(0, 101)), 0.01, 0, w, "Gemm", 0) == 0.0
+    # opposite signs never add up: 255·127 = 32385
+    assert saturation_risk(_hist_of_raw(np.full(100, 255)), 0.01, 0, np.array([[127, -127]], np.int8),
+                           "Gemm", 0) == 0.0
+
+
+def test_conv_pairs_run_along_channels():
+    """Conv weights pair along input channels ([O, kh, kw, C] order): a 1-channel 3x3 kernel pairs
+    neighbouring taps, a 2-channel 1x1 kernel pairs its two channels."""
+    h = _hist_of_raw(np.full(10, 255))
+    w = np.zeros((1, 2, 1, 2), np.int8)
+    w[0, 0, 0, :] = 127  # channel 0, both taps: pairs are (c0, c1) per tap → (127, 0) twice
+    assert saturation_risk(h, 0.01, 0, w, "Conv", 0) == 0.0
+    w[0, 1, 0, 0] = 127  # tap 0 now pairs (127, 127)
+    assert saturation_risk(h, 0.01, 0, w, "Conv", 0) == pytest.approx(2.0)
+
+
+def _binary_data(n: int, seed: int) -> np.ndarray:
+    """Images of 0/1 pixels (like MNIST): the uint8 grid sits at 0 and 255, where u8s8 saturates."""
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(size=(n, 3, 16, 16)) > 0.6).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def binary():
+    s = Session(conv_net(seed=3), progress=False)
+    s.calibrate(_binary_data(64, 1), batch_size=32)
+    return s
+
+
+def test_saturating_layer_gets_uint8_weights_with_the_same_values(binary):
+    s = binary
+    plan = s.plan
+    w1 = plan.tensors[s.graph.layers["conv1"].weight]
+    assert not w1.qparams.signed and np.all(w1.qparams.zero_point == 128)
+    dw = plan.tensors[s.graph.layers["dwconv"].weight]
+    assert dw.qparams.signed  # depthwise: onnxruntime's kernel accumulates in int32
+    assert any("uint8 with zero-point 128" in n and "conv1" in n for n in plan.notes)
+    # the same dequantized values: the exact outputs do not change at all
+    base_target = s.target
+    data = _binary_data(16, 2)
+    with_u8 = Runner(s.quantize()).run({"x": data})["logits"]
+    s.target = replace(base_target, avoid_u8s8_saturation=False)
+    s._built = s._planned = None
+    try:
+        assert s.plan.tensors[w1.name].qparams.signed
+        without = Runner(s.quantize()).run({"x": data})["logits"]
+    finally:
+        s.target = base_target
+        s._built = s._planned = None
+    np.testing.assert_array_equal(with_u8, without)
+
+
+def test_explicit_int8_override_is_kept(binary):
+    s = binary
+    w = s.graph.layers["conv1"].weight
+    base = s.recipe
+    s.recipe = base.with_tensor(w, TensorSpec(Precision.INT8, Symmetry.SYMMETRIC, signed=True,
+                                              granularity=PerChannel()))
+    try:
+        assert s.plan.tensors[w].qparams.signed
+    finally:
+        s.recipe = base
+
+
+def test_deployed_matches_exact_where_int8_weights_would_saturate(binary):
+    """On this machine: the ort-cpu file's deployed SQNR is within 0.5 dB of exact (on a CPU without
+    VNNI the int8-weight file would lose more; on one with VNNI both agree anyway)."""
+    s = binary
+    cmp = s.compare(_binary_data(64, 5), batch_size=32)
+    row = cmp.outputs.loc["logits"]
+    assert abs(row["sqnr_db"] - row["deployed_sqnr_db"]) <= 0.5
+    assert cmp.deployed_warning is None
+    assert cmp.cpu["vnni"] in (True, False, None)
+    if cpu_features().u8s8_saturates:  # the same recipe with int8 weights everywhere does saturate here
+        base_target = s.target
+        s.target = replace(base_target, avoid_u8s8_saturation=False)
+        s._built = s._planned = None
+        try:
+            bad = s.compare(_binary_data(64, 5), batch_size=32)
+        finally:
+            s.target = base_target
+            s._built = s._planned = None
+        gap = bad.deployed_gap_db
+        assert gap is not None and gap > 0.5
+        assert "exact arithmetic" in bad.deployed_warning and "VNNI" in bad.deployed_warning
+
+
+def _silu_net() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (6, 3, 3, 3)).astype(np.float32), "c.w"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (4, 6)).astype(np.float32), "fc.w")]
+    nodes = [
+        helper.make_node("Conv", ["x", "c.w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["sig"], name="sigmoid"),
+        helper.make_node("Mul", ["c", "sig"], ["silu"], name="silu"),
+        helper.make_node("GlobalAveragePool", ["silu"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc.w"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_sigmoid_output_takes_the_fixed_range():
+    s = Session(_silu_net(), progress=False)
+    # small inputs: the sigmoid outputs stay well inside (0, 1), a calibrated range would be narrower
+    s.calibrate(np.random.default_rng(1).normal(0, 0.2, (32, 3, 8, 8)).astype(np.float32))
+    t = s.plan.tensors["sig"]
+    assert (t.lo, t.hi) == (0.0, 1.0)
+    assert float(t.qparams.scale) == np.float32(1 / 255) and int(t.qparams.zero_point) == 0
+    assert any("fixed range" in n and "'sig'" in n for n in s.plan.notes)
+    observed = s.calibration.histograms["sig"]
+    assert observed.min > 0.0 and observed.max < 0.9
+    # a tensor override replaces the default
+    spec = replace(s.recipe.activations, range=MinMax())
+    s.recipe = s.recipe.with_tensor("sig", spec)
+    t = s.plan.tensors["sig"]
+    assert t.hi == pytest.approx(observed.max)
