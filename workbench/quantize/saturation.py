@@ -39,14 +39,20 @@ _POS_LIMIT, _NEG_LIMIT = 32767, 32768
 
 def tail_fraction(hist: Histogram, v: float) -> float:
     """Fraction of the histogram's values above ``v`` (linear inside a bin)."""
+    return float(tail_fractions(hist, np.array([v]))[0])
+
+
+def tail_fractions(hist: Histogram, vs: np.ndarray) -> np.ndarray:
+    """:func:`tail_fraction` at every value of ``vs`` (one pass over the histogram's pieces)."""
+    vs = np.asarray(vs, dtype=np.float64)
     if hist.count == 0:
-        return 0.0
+        return np.zeros(vs.shape)
     a, b, c = hist.pieces()
-    full = c[a > v].sum()
-    part = (a <= v) & (b > v)
+    v = vs[:, None]
     width = np.where(b > a, b - a, 1.0)
-    frac = np.where(part, (b - v) / width, 0.0)
-    return float((full + (c * frac).sum()) / hist.count)
+    inside = np.clip((b - v) / width, 0.0, 1.0)  # share of each piece above v
+    above = np.where(a > v, 1.0, np.where(b > v, inside, 0.0))
+    return (above @ c) / hist.count
 
 
 def reduction_matrix(w_int: np.ndarray, op_type: str, weight_axis: int | None) -> np.ndarray:
@@ -74,8 +80,7 @@ def saturation_risk(hist: Histogram, scale: float, zero_point: int, w_int: np.nd
     total = 0.0
     for sums, limit in ((pos[:, 0::2] + pos[:, 1::2], _POS_LIMIT), (neg[:, 0::2] + neg[:, 1::2], _NEG_LIMIT)):
         values, counts = np.unique(sums[sums * 255 > limit], return_counts=True)
-        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
-            raw = limit / v  # a raw uint8 activation above this can saturate the pair
-            x = (raw - raw_offset - zero_point) * scale
-            total += 2.0 * c * tail_fraction(hist, x)
+        if values.size:
+            raw = limit / values  # a raw uint8 activation above this can saturate the pair
+            total += 2.0 * float(counts @ tail_fractions(hist, (raw - raw_offset - zero_point) * scale))
     return total / max(m.shape[0], 1)
