@@ -45,6 +45,7 @@ __all__ = [
     "ocr_rec_texts",
     "save_npz",
     "sentences",
+    "tflite_image_inputs",
 ]
 
 Root = Path | str | None
@@ -450,3 +451,65 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     write_bytes(p, buf.getvalue(), "npz output")
     return p
+
+
+# -------------------------------------------------------------------------------------- TFLite images
+# People first (face, pose, selfie and hand models see someone in most crops), then other photos.
+_TFLITE_PHOTOS = ("astronaut.png", "grace_hopper", "camera", "coffee.png", "astronaut.png", "grace_hopper",
+                  "chelsea.png", "china", "motorcycle_left.png", "flower")
+# Input scaling of MediaPipe models that carry no TFLITE_METADATA normalization: the
+# ImageToTensorCalculator ``output_tensor_float_range`` of their MediaPipe graphs.
+_TFLITE_RANGES = {"palm_detection_lite": (0.0, 1.0), "palm_detection_full": (0.0, 1.0)}
+
+
+def tflite_image_inputs(model: str | os.PathLike | object, n: int, *, seed: int = 0,
+                        value_range: tuple[float, float] | None = None, root: Root = None) -> dict[str, np.ndarray]:
+    """``{input name: float32 [n,H,W,C]}``: photo crops as a TFLite image model's pipeline feeds them.
+
+    ``model`` is a ``.tflite`` path or a LoadedModel imported from one. Each sample is a random square
+    crop (50-100 % of the short side) of a zoo photo (mostly of people), resized bilinearly (as cv2)
+    to the input's H×W, RGB. Pixels ``p`` in 0-255 are scaled by the model's TFLITE_METADATA
+    normalization ``(p − mean) / std`` (MediaPipe: [0,1] or [-1,1]), else by ``value_range=(lo, hi)``
+    as ``lo + p/255·(hi − lo)``, else by the known range of a MediaPipe model without metadata.
+    """
+    from workbench.models.tflite.metadata import input_metadata
+    from workbench.models.tflite.reader import read_tflite
+
+    _check_n(n)
+    path = os.fspath(getattr(model, "source", model))
+    tfl = read_tflite(path)
+    images = [tfl.tensors[i] for i in tfl.inputs]
+    if len(images) != 1 or len(images[0].shape) != 4 or images[0].shape[3] not in (1, 3):
+        shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in images)
+        raise WorkbenchError(f"{path}: expected one NHWC image input with 1 or 3 channels, got {shapes}; "
+                             "build this model's inputs yourself")
+    name = model.inputs[0].name if hasattr(model, "inputs") else images[0].name
+    _, h, w, c = images[0].shape
+    meta = input_metadata(tfl)
+    if value_range is not None:
+        lo, hi = value_range
+        mean, std = np.float32(-lo * 255 / (hi - lo)), np.float32(255 / (hi - lo))
+    elif meta and meta[0].mean is not None and meta[0].std is not None:
+        mean, std = np.asarray(meta[0].mean, np.float32), np.asarray(meta[0].std, np.float32)
+    elif Path(path).stem in _TFLITE_RANGES:
+        lo, hi = _TFLITE_RANGES[Path(path).stem]
+        mean, std = np.float32(-lo * 255 / (hi - lo)), np.float32(255 / (hi - lo))
+    else:
+        raise WorkbenchError(f"{path}: the model's metadata does not say how to scale its input; pass "
+                             "value_range=(0, 1) or (-1, 1), as the model's own pipeline does")
+    rng = np.random.default_rng([seed, 0x7F1])
+    cache: dict[str, np.ndarray] = {}
+    out = np.empty((n, h, w, c), np.float32)
+    for i in range(n):
+        photo = _TFLITE_PHOTOS[i % len(_TFLITE_PHOTOS)]
+        if photo not in cache:
+            cache[photo] = _load_bgr(_image_path(photo, root))[:, :, ::-1]
+        img = cache[photo]
+        ih, iw = img.shape[:2]
+        side = int(min(ih, iw) * rng.uniform(0.5, 1.0))
+        y, x = int(rng.integers(0, ih - side + 1)), int(rng.integers(0, iw - side + 1))
+        crop = _resize_linear(np.ascontiguousarray(img[y:y + side, x:x + side]), h, w).astype(np.float32)
+        if c == 1:
+            crop = crop @ np.array([[0.299], [0.587], [0.114]], np.float32)
+        out[i] = (crop - mean) / std
+    return {name: out}
