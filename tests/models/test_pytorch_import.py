@@ -6,12 +6,14 @@ import copy
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from workbench import cli
 from workbench.errors import WorkbenchError
 from workbench.models import load_model
 from workbench.models.pytorch import _check_parity
+from workbench.numerics import sqnr_db
 from workbench.runtime import Runner
 
 torch = pytest.importorskip("torch")
@@ -205,6 +207,17 @@ def test_pt2_round_trip_through_the_cli(cnn, tmp_path, capsys):
     assert result["outputs"]["output"]["sqnr_db"] > 20
     assert result["import"]["format"] == "torch" and result["import"]["parity_sqnr_db"]["output"] > 100
     assert sorted(p.name for p in tmp_path.iterdir() if "autosave" not in p.name) == ["cnn.pt2", "x.npz"]
+    out = tmp_path / "cnn.qdq.onnx"
+    rc = cli.main(["quantize", str(path), "--data", str(tmp_path / "x.npz"), "--out", str(out), "--json", "--quiet",
+                   "--no-search"])
+    quantized = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out.is_file() and quantized["outputs"]["output"]["sqnr_db"] > 20
+    x = np.load(tmp_path / "x.npz")["x"]
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(x)).numpy()
+    net.train()
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert sqnr_db(expected, got) > 20  # the exported W8A8 file against the torch module itself
 
 
 def test_parity_is_reported_and_gross_errors_raise(cnn):

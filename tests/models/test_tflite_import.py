@@ -371,3 +371,33 @@ def test_imported_model_quantizes_through_session(zoo_root):
     # and 14.2-15.2 dB (classificators) over calibration seeds.
     assert sqnr["regressors"] > 12.0 and sqnr["classificators"] > 9.0, sqnr
     assert len(cmp.layers) > 30 and cmp.layers["sqnr_db"].notna().all()
+
+
+@pytest.mark.zoo
+def test_cli_quantizes_exports_and_reports_import_parity(zoo_root, tmp_path, capsys):
+    """`workbench quantize/inspect` take a .tflite: the exported QDQ file runs in onnxruntime and
+    gives the outputs the comparison measured; inspect reports parity with the interpreter."""
+    import json
+
+    import onnxruntime as ort
+
+    from workbench import cli
+    from workbench.numerics import sqnr_db
+
+    path = zoo.path("face_detection_short_range")
+    data = datasets.tflite_image_inputs(path, 12, seed=3)
+    np.savez(tmp_path / "x.npz", **data)
+    out = tmp_path / "face.qdq.onnx"
+    args = ["--data", str(tmp_path / "x.npz"), "--json", "--quiet", "--no-search", "--batch-size", "6"]
+    assert cli.main(["quantize", str(path), "--out", str(out), *args]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert out.is_file() and result["outputs"]["regressors"]["sqnr_db"] > 10
+    qdq = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, data)
+    interpreter = Session(path, progress=False, autosave=False).model.source_runtime(data)
+    names = [o.name for o in ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_outputs()]
+    exported = dict(zip(names, qdq, strict=True))
+    assert sqnr_db(interpreter["regressors"], exported["regressors"]) > 10  # W8A8 file vs the TFLite float model
+    assert cli.main(["inspect", str(path), *args]) == 0
+    inspected = json.loads(capsys.readouterr().out)
+    assert inspected["import"]["format"] == "tflite"
+    assert min(inspected["import"]["parity_sqnr_db"].values()) > 60
