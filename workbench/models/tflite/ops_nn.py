@@ -48,38 +48,32 @@ def _spatial(b: Builder, idx: int) -> tuple[int, int]:
 
 
 def _conv(b: Builder, op: Operator) -> None:
-    x, w_idx = op.inputs[0], op.inputs[1]
-    o = op.options
-    w = b.need_const(w_idx, "filter")  # [O, kh, kw, I]
-    c_in = b.shape(x)[3]
+    w = b.need_const(op.inputs[1], "filter")  # [O, kh, kw, I]
+    c_in = b.shape(op.inputs[0])[3]
     if c_in % w.shape[3]:
         raise b.unsupported(f"input channels {c_in} are not a multiple of the filter's {w.shape[3]}")
-    strides = (o.get("stride_h", 1), o.get("stride_w", 1))
-    dil = (o.get("dilation_hfactor", 1), o.get("dilation_wfactor", 1))
-    kernel = (w.shape[1], w.shape[2])
-    inputs = [b.get(x, Layout.NCHW), b.init(w_idx, w.transpose(0, 3, 1, 2))]
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        inputs.append(b.get(op.inputs[2]))
-    b.emit("Conv", inputs, op.outputs[0], Layout.NCHW, act=o.get("fused_activation_function", 0),
-           kernel_shape=list(kernel), strides=list(strides), dilations=list(dil), group=c_in // w.shape[3],
-           pads=_same_pads(o.get("padding", 0), _spatial(b, x), kernel, strides, dil))
+    _emit_conv(b, op, w, w.transpose(0, 3, 1, 2), group=c_in // w.shape[3])
 
 
 def _depthwise(b: Builder, op: Operator) -> None:
-    x, w_idx = op.inputs[0], op.inputs[1]
-    o = op.options
-    w = b.need_const(w_idx, "filter")  # [1, kh, kw, C·M]; output channel c·M + m reads input channel c
-    c_in = b.shape(x)[3]
+    w = b.need_const(op.inputs[1], "filter")  # [1, kh, kw, C·M]; output channel c·M + m reads input channel c
+    c_in = b.shape(op.inputs[0])[3]
     if w.shape[0] != 1 or w.shape[3] % c_in:
         raise b.unsupported(f"filter shape {list(w.shape)} does not fit {c_in} input channels")
+    _emit_conv(b, op, w, w.transpose(3, 0, 1, 2), group=c_in)
+
+
+def _emit_conv(b: Builder, op: Operator, w: np.ndarray, oihw: np.ndarray, *, group: int) -> None:
+    """An ONNX Conv (NCHW) for a TFLite conv whose filter ``w`` is [·, kh, kw, ·], as ``oihw``."""
+    x, o = op.inputs[0], op.options
     strides = (o.get("stride_h", 1), o.get("stride_w", 1))
     dil = (o.get("dilation_hfactor", 1), o.get("dilation_wfactor", 1))
     kernel = (w.shape[1], w.shape[2])
-    inputs = [b.get(x, Layout.NCHW), b.init(w_idx, w.transpose(3, 0, 1, 2))]
+    inputs = [b.get(x, Layout.NCHW), b.init(op.inputs[1], oihw)]
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
         inputs.append(b.get(op.inputs[2]))
     b.emit("Conv", inputs, op.outputs[0], Layout.NCHW, act=o.get("fused_activation_function", 0),
-           kernel_shape=list(kernel), strides=list(strides), dilations=list(dil), group=c_in,
+           kernel_shape=list(kernel), strides=list(strides), dilations=list(dil), group=group,
            pads=_same_pads(o.get("padding", 0), _spatial(b, x), kernel, strides, dil))
 
 
