@@ -30,7 +30,7 @@ from traitlets import HasTraits, Instance, List, observe
 
 from workbench.analysis.compare import Comparison, LayerRow, Metric, compare
 from workbench.autosave import Autosave, autosave_path, fingerprint, read_autosave, write_autosave
-from workbench.calibration import Calibration, WeightStats, calibrate, weight_stats
+from workbench.calibration import Calibration, WeightStats, calibrate, input_channel_axes, weight_stats
 from workbench.errors import WorkbenchError
 from workbench.export.atomic import save_model, writable_path, write_text
 from workbench.graph.layers import find_layers
@@ -131,7 +131,8 @@ class Session(HasTraits):
         self._calibration_data = data
         self.calibration = calibrate(self.prepared, self.graph.activation_tensors(), feeds,
                                      num_batches=feeds.num_batches, progress=self.progress,
-                                     splittable=self._splittable)
+                                     splittable=self._splittable,
+                                     channel_axes=input_channel_axes(self.graph))
         self._built = self._planned = None
         return self.calibration
 

@@ -1,5 +1,12 @@
 """One streaming pass over calibration data -> statistics per tensor."""
 
-from workbench.calibration.collector import Calibration, WeightStats, calibrate, weight_stats
+from workbench.calibration.collector import (
+    Calibration,
+    ChannelMean,
+    WeightStats,
+    calibrate,
+    input_channel_axes,
+    weight_stats,
+)
 
-__all__ = ["Calibration", "WeightStats", "calibrate", "weight_stats"]
+__all__ = ["Calibration", "ChannelMean", "WeightStats", "calibrate", "input_channel_axes", "weight_stats"]

@@ -16,6 +16,12 @@ changed by a tensor override in the recipe:
 - Softmax inputs (attention scores plus −1e4/−1e38 masks), mask tensors computed from integer
   inputs, and the statistics inside an unfused LayerNorm (ReduceMean/Pow/Sqrt/Div) stay float
   (see :mod:`workbench.graph.layers`): quantizing them costs up to 9 dB on an OCR recogniser;
+- with ``Recipe.bias_correction``, each Conv/Gemm/MatMul bias becomes ``b − δ`` with
+  ``δ_o = Σ_k (W_q − W)[o, k] · E[x_k]``: the mean shift of each output channel that weight
+  rounding causes, from the per-channel means of the layer's *float* input collected during
+  calibration (for Conv, ``E[x]`` per input channel, summed over the kernel window and taken
+  over the group's channels). Conv/Gemm without a bias get one; a MatMul's bias is the constant
+  operand of the Add that alone reads it (transformer graphs), which stays float;
 - on targets that run onnxruntime's x86 integer kernels (``ort-cpu``), layers whose uint8×int8
   sums would saturate on CPUs without VNNI store their int8 weights as uint8 with zero-point 128
   (:mod:`workbench.quantize.saturation`): the same values, so the exact arithmetic is unchanged.
@@ -27,10 +33,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from workbench.calibration import Calibration
+from workbench.calibration import Calibration, input_channel_axes
 from workbench.errors import WorkbenchError
 from workbench.graph.layers import Layer, LayerGraph
-from workbench.numerics import QParams, array_clip_range, compute_qparams, quantize
+from workbench.numerics import QParams, array_clip_range, compute_qparams, dequantize, quantize
 from workbench.quantize.saturation import RISK_THRESHOLD, saturation_risk
 from workbench.recipe import ClipRange, PerChannel, Precision, Recipe, Symmetry, TensorSpec
 from workbench.targets import Target
@@ -65,6 +71,10 @@ class QuantPlan:
     float_layers: tuple[str, ...]
     layer_precision: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    #: bias initializer -> its float value after bias correction (replaces the model's value)
+    bias_values: dict[str, np.ndarray] = field(default_factory=dict)
+    #: layer name -> name of a bias initializer added by bias correction (value in bias_values)
+    added_biases: dict[str, str] = field(default_factory=dict)
 
 
 def _rank(spec: TensorSpec) -> int:
@@ -169,8 +179,12 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
     if target.avoid_u8s8_saturation:
         _avoid_saturation(lg, recipe, calib, weights, plans, notes)
     notes += _float_by_design(lg, plans)
-    bias_scales = _bias_scales(lg, plans, weights, recipe, notes)
-    return QuantPlan(plans, bias_scales, tuple(fp16), tuple(float32), labels, notes)
+    bias_values: dict[str, np.ndarray] = {}
+    added: dict[str, str] = {}
+    if recipe.bias_correction:
+        bias_values, added = _bias_correction(lg, plans, weights, calib, notes)
+    bias_scales = _bias_scales(lg, plans, {**weights, **bias_values}, recipe, notes, added)
+    return QuantPlan(plans, bias_scales, tuple(fp16), tuple(float32), labels, notes, bias_values, added)
 
 
 def _fixed_range(group: list[str], lg: LayerGraph, recipe: Recipe) -> tuple[float, float] | None:
@@ -264,23 +278,172 @@ def _group_range(group: list[str], spec: TensorSpec, calib: Calibration) -> tupl
 
 
 def _bias_scales(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict[str, np.ndarray],
-                 recipe: Recipe, notes: list[str]) -> dict[str, np.ndarray]:
+                 recipe: Recipe, notes: list[str], added: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     out = {}
     if not recipe.quantize_bias:
         return out
+    added = added or {}
     for layer in lg.layers.values():
-        if not (layer.bias and layer.weight in plans and layer.inputs and layer.inputs[0] in plans):
+        name = layer.bias or added.get(layer.name)
+        if not (name and layer.weight in plans and layer.inputs and layer.inputs[0] in plans):
             continue
         s_in = plans[layer.inputs[0]].qparams.scale.astype(np.float64)
         s_w = plans[layer.weight].qparams.scale.astype(np.float64)
-        bias = weights[layer.bias].astype(np.float64)
+        bias = weights[name].astype(np.float64)
         scale = np.broadcast_to(s_in * s_w, bias.shape).astype(np.float32)
         if np.any(np.abs(bias) / scale > INT32_MAX):
-            notes.append(f"bias {layer.bias!r} of layer {layer.name!r} left in float: int32 would overflow "
+            notes.append(f"bias {name!r} of layer {layer.name!r} left in float: int32 would overflow "
                          "at scale s_input·s_weight")
             continue
-        out[layer.bias] = scale
+        out[name] = scale
     return out
+
+
+def _attr(node, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return a.f if a.type == a.FLOAT else a.i
+    return default
+
+
+def _ints(node, name: str) -> list[int] | None:
+    for a in node.attribute:
+        if a.name == name:
+            return list(a.ints)
+    return None
+
+
+def tap_coverage(node, kernel: tuple[int, ...], spatial: tuple[int, ...] | None) -> np.ndarray:
+    """Per kernel tap of a Conv, the share of output positions where it reads real input rather
+    than zero padding (1 everywhere without padding or without a known input size)."""
+    if spatial is None or len(spatial) != len(kernel):
+        return np.ones(kernel)
+    n = len(kernel)
+    strides = _ints(node, "strides") or [1] * n
+    dilations = _ints(node, "dilations") or [1] * n
+    pads = _ints(node, "pads") or [0] * (2 * n)
+    auto = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
+    cover = np.ones(())
+    for i, (size, k) in enumerate(zip(spatial, kernel, strict=True)):
+        s, d = strides[i], dilations[i]
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            total = max(0, (-(-size // s) - 1) * s + d * (k - 1) + 1 - size)
+            begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            end = total - begin
+        elif auto == "VALID":
+            begin = end = 0
+        else:
+            begin, end = pads[i], pads[i + n]
+        out = (size + begin + end - d * (k - 1) - 1) // s + 1
+        if out <= 0:
+            return np.ones(kernel)
+        idx = np.arange(out)[:, None] * s - begin + np.arange(k)[None, :] * d  # [out, k]
+        frac = ((idx >= 0) & (idx < size)).mean(0)
+        cover = np.multiply.outer(cover, frac)
+    return cover
+
+
+def weight_mean_shift(op_type: str, node, w: np.ndarray, w_q: np.ndarray, mu: np.ndarray,
+                      spatial: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """δ per output channel: the mean output shift that replacing ``w`` by ``w_q`` causes for inputs
+    with per-channel mean ``mu`` (None if the shapes do not fit). For a Conv, ``spatial`` (the
+    input's size) weights each kernel tap by the share of output positions where it reads real
+    input, not zero padding."""
+    dw = w_q.astype(np.float64) - w.astype(np.float64)
+    mu = np.asarray(mu, np.float64)
+    if op_type == "Conv":
+        groups = int(_attr(node, "group", 1))
+        out_ch, cg = dw.shape[:2]
+        if mu.size != cg * groups or out_ch % groups:
+            return None
+        cover = tap_coverage(node, tuple(dw.shape[2:]), spatial)
+        per_in = (dw * cover).reshape(out_ch, cg, -1).sum(-1)  # [O, C/g]: summed over the kernel window
+        group_of = np.arange(out_ch) // (out_ch // groups)
+        return (per_in * mu.reshape(groups, cg)[group_of]).sum(1)
+    if dw.ndim != 2:
+        return None
+    if op_type == "Gemm":
+        nk = dw if _attr(node, "transB", 0) else dw.T
+        return float(_attr(node, "alpha", 1.0)) * (nk @ mu) if mu.size == nk.shape[1] else None
+    if op_type == "MatMul":
+        return mu @ dw if mu.size == dw.shape[0] else None
+    return None
+
+
+def _bias_correction(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict[str, np.ndarray],
+                     calib: Calibration, notes: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Corrected float biases (b − δ) of the weighted layers with integer weights, and the biases
+    added where a Conv/Gemm had none."""
+    axes = input_channel_axes(lg)
+    values: dict[str, np.ndarray] = {}
+    added: dict[str, str] = {}
+    taken = lg.initializers | lg.float_tensors | set(lg.producers) | set(lg.consumers) | {
+        n.name for nodes in lg.consumers.values() for n in nodes}
+    no_mean = no_bias = 0
+    for layer in lg.layers.values():
+        if layer.op_type not in ("Conv", "Gemm", "MatMul") or layer.weight not in plans or not layer.inputs:
+            continue
+        node = next((n for n in lg.consumers.get(layer.inputs[0], []) if n.name == layer.name), None)
+        mu = calib.channel_mean(layer.inputs[0], axes.get(layer.inputs[0], 1))
+        if node is None or mu is None:
+            no_mean += 1
+            continue
+        wp = plans[layer.weight]
+        w = weights[layer.weight]
+        stats = calib.means.get(layer.inputs[0])
+        delta = weight_mean_shift(layer.op_type, node, w, dequantize(quantize(w, wp.qparams), wp.qparams), mu,
+                                  stats.spatial if stats is not None else None)
+        if delta is None:
+            continue
+        beta = float(_attr(node, "beta", 1.0)) if layer.op_type == "Gemm" else 1.0
+        name = _bias_of(layer, node, lg)
+        if name is None and layer.op_type in ("Conv", "Gemm") and (len(node.input) < 3 or not node.input[2]):
+            name = _fresh(f"{layer.name}.bias", taken)
+            added[layer.name] = name
+            b = np.zeros(delta.shape, np.float64)
+        elif name is None or not _fits(weights[name], delta.size):
+            no_bias += 1
+            continue
+        else:
+            b = weights[name].astype(np.float64)
+        values[name] = (b.reshape(-1) - delta / beta).reshape(b.shape).astype(np.float32)
+    if values:
+        notes.append(f"bias correction: the biases of {len(values)} layer(s) ({len(added)} added) are shifted by "
+                     "the mean output error of their weight quantization, from the per-channel means of the "
+                     "float inputs on the calibration data; Recipe.bias_correction=False turns it off"
+                     + (f"; {no_mean} layer(s) lack input means (calibrate again)" if no_mean else "")
+                     + (f"; {no_bias} layer(s) without a bias of their own (a MatMul without a constant Add) "
+                        "left as they are" if no_bias else ""))
+    return values, added
+
+
+def _fits(bias: np.ndarray, n: int) -> bool:
+    """A bias with one value per output channel ([N] or [1, .., N])."""
+    return bias.size == n and (bias.ndim <= 1 or bias.shape[-1] == n)
+
+
+def _bias_of(layer: Layer, node, lg: LayerGraph) -> str | None:
+    """The bias initializer of ``layer`` that only it reads: Conv/Gemm input 2, or the constant
+    operand of an Add that alone reads a MatMul's output."""
+    if layer.op_type in ("Conv", "Gemm"):
+        name = layer.bias
+    else:
+        consumers = lg.consumers.get(node.output[0], [])
+        if layer.fused or len(consumers) != 1 or consumers[0].op_type != "Add":
+            return None
+        others = [i for i in consumers[0].input if i != node.output[0]]
+        name = others[0] if len(others) == 1 and others[0] in lg.initializers else None
+    if name is None or len(lg.consumers.get(name, [])) != 1:
+        return None
+    return name
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
 
 
 def _label(act: TensorSpec, weight: TensorSpec | None) -> str:

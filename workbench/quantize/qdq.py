@@ -3,7 +3,9 @@
 - activation T:  T → QuantizeLinear → DequantizeLinear → T_dq, and every consumer reads T_dq
   (graph outputs keep their name and float value);
 - weight W: stored as integers (int8/int4/int16) + DequantizeLinear (per-channel ``axis``);
-- bias B: int32 with scale s_in·s_w, zero-point 0, + DequantizeLinear;
+- bias B: int32 with scale s_in·s_w, zero-point 0, + DequantizeLinear; with bias correction
+  its value is the plan's corrected one (a Conv/Gemm without bias gets a B/C input, and a
+  MatMul's bias Add constant is replaced in float);
 - float16 layer: its inputs and output round-trip through float16 (Cast → Cast) and its
   weights are stored as float16 + Cast: an fp16 "island" that runs on any onnxruntime build
   (accumulation stays float32, as on most fp16 hardware);
@@ -98,8 +100,9 @@ def build_qdq(prepared: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan,
             rename[t.name] = w.node("DequantizeLinear", [qw, scale, zp], f"{t.name}_dequantized", **axis)
             drop_inits.add(t.name)
 
+    _corrected_biases(model, plan, w)
     for name, scale in plan.bias_scales.items():
-        bias = weights[name].astype(np.float64)
+        bias = plan.bias_values.get(name, weights.get(name)).astype(np.float64)
         q = np.clip(np.rint(bias / scale), -(2**31), 2**31 - 1).astype(np.int32)
         qb = w.const(numpy_helper.from_array(q, f"{name}_quantized"))
         s = w.const(numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"))
@@ -116,6 +119,28 @@ def build_qdq(prepared: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan,
     _fp16_islands(model, lg, plan, w, {t: rename.get(t, t) for t in lg.float_tensors})
     _finish(model, w, drop_inits)
     return QdqModel(model, effective)
+
+
+def _corrected_biases(model: onnx.ModelProto, plan: QuantPlan, w: _Writer) -> None:
+    """Write bias correction into the graph: new bias inputs for Conv/Gemm without one, and the
+    corrected values of biases that stay float (those in ``bias_scales`` are quantized later)."""
+    by_name = {n.name: n for n in model.graph.node}
+    for layer_name, name in plan.added_biases.items():
+        if name in w.names:
+            raise ValueError(f"bias name {name!r} for layer {layer_name!r} already exists in the graph")
+        w.names.add(name)
+        node = by_name[layer_name]
+        while len(node.input) < 2:
+            node.input.append("")
+        if len(node.input) == 2:
+            node.input.append(name)
+        else:
+            node.input[2] = name
+        if name not in plan.bias_scales:
+            w.inits.append(numpy_helper.from_array(plan.bias_values[name].astype(np.float32), name))
+    for init in model.graph.initializer:
+        if init.name in plan.bias_values and init.name not in plan.bias_scales:
+            init.CopyFrom(numpy_helper.from_array(plan.bias_values[init.name].astype(np.float32), init.name))
 
 
 def _fp16_islands(model: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan, w: _Writer,
