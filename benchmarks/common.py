@@ -5,7 +5,11 @@ Every benchmark script prints ONE JSON object to stdout (human tables go to stde
 * ``demo``    — ``assets/demo/mnist_dsconv.onnx`` with ``calib.npz`` / ``eval.npz`` (skipped if absent);
 * ``ocr_det`` — PP-OCRv4 detector on :func:`workbench.datasets.ocr_det_inputs` crops (320x320 default);
 * ``ocr_rec`` — PP-OCRv4 recogniser on rendered text lines (:func:`~workbench.datasets.ocr_rec_inputs`);
-* ``minilm``  — all-MiniLM-L6-v2 exported to ONNX once (``<zoo>/derived/minilm.onnx``), 32-token sentences.
+* ``minilm``  — all-MiniLM-L6-v2 exported to ONNX once (``<zoo>/derived/minilm.onnx``), 32-token sentences;
+* the MediaPipe TFLite models (``TFLITE_MODELS``) — ``workbench.zoo.path(name)`` is the ``.tflite`` file (what
+  ``workbench quantize`` takes); :func:`onnx_path` writes its imported ONNX graph (NHWC inputs) for tools
+  that need ONNX; data: :func:`workbench.datasets.tflite_image_inputs` (photo crops, the model's own input
+  scaling).
 
 Calibration and evaluation samples are the two halves of ONE seeded stream (first ``n_calib``, then
 ``n_eval``): disjoint by construction, which separate seeds would not guarantee (MiniLM draws from a
@@ -34,6 +38,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 MODELS = ("demo", "ocr_det", "ocr_rec", "minilm")
+TFLITE_MODELS = ("face_detection_short_range", "hand_landmark_full", "palm_detection_lite", "pose_detection",
+                 "selfie_segmentation")
+ALL_MODELS = MODELS + TFLITE_MODELS  # the peer comparison runs on all; the other scripts default to MODELS
 DEMO_DIR = Path(os.environ.get("WORKBENCH_BENCH_DEMO_DIR") or ROOT / "assets" / "demo")  # env: for testing
 SEED = 20240601
 OCR_DET_SIZE = 320
@@ -46,7 +53,8 @@ class Unavailable(Exception):
 
 # -- models and data ---------------------------------------------------------------------------------------
 def model_path(name: str) -> Path:
-    """Path of benchmark model ``name`` (MiniLM is exported on first use and cached)."""
+    """Path of benchmark model ``name`` (MiniLM is exported on first use and cached; a TFLite model's path is
+    its ``.tflite`` file, see :func:`onnx_path`)."""
     if name == "demo":
         p = DEMO_DIR / "mnist_dsconv.onnx"
         if not (p.is_file() and (DEMO_DIR / "calib.npz").is_file() and (DEMO_DIR / "eval.npz").is_file()):
@@ -62,9 +70,20 @@ def model_path(name: str) -> Path:
 
         return minilm_onnx()
 
-    if name not in ("ocr_det", "ocr_rec"):
-        raise ValueError(f"unknown benchmark model {name!r}; choose from {MODELS}")
+    if name not in ("ocr_det", "ocr_rec", *TFLITE_MODELS):
+        raise ValueError(f"unknown benchmark model {name!r}; choose from {ALL_MODELS}")
     return zoo.path(name)
+
+
+def onnx_path(name: str, folder: str | os.PathLike) -> Path:
+    """An ONNX file of benchmark model ``name``: :func:`model_path` itself, or for a ``.tflite`` model its graph
+    as :func:`workbench.models.load_model` imports it (NHWC inputs), saved under ``folder``."""
+    src = model_path(name)
+    if src.suffix.lower() != ".tflite":
+        return src
+    from workbench.models import load_model
+
+    return save_temp_model(load_model(src).proto, folder, f"{name}.imported.onnx")
 
 
 def _demo_arrays(which: str) -> np.ndarray:
@@ -91,7 +110,9 @@ def real_inputs(name: str, n: int, *, seed: int = SEED, size: int = OCR_DET_SIZE
         return datasets.ocr_rec_inputs(n, seed=seed)
     if name == "minilm":
         return datasets.minilm_inputs(n, seq_len=MINILM_SEQ, seed=seed)
-    raise ValueError(f"unknown benchmark model {name!r}; choose from {MODELS}")
+    if name in TFLITE_MODELS:
+        return datasets.tflite_image_inputs(model_path(name), n, seed=seed)
+    raise ValueError(f"unknown benchmark model {name!r}; choose from {ALL_MODELS}")
 
 
 def calib_eval(name: str, n_calib: int = 64, n_eval: int = 32, *, seed: int = SEED,

@@ -1,7 +1,8 @@
 """Run the calibration speed, calibration memory, peer comparison (onnxruntime + NNCF) and deployed
 speed benchmarks (one subprocess each), print their merged JSON to stdout and write it to
 ``benchmarks/results.json`` plus a markdown summary to ``benchmarks/RESULTS.md`` (both atomically).
-With ``--only``, the sections not run are kept from the existing ``results.json``.
+With ``--only``, the sections not run are kept from the existing ``results.json``; with ``--models``, the
+rows of the models not run are kept in the sections that are (``meta.merged`` says what came from when).
 
     python benchmarks/run_all.py [--models demo,ocr_rec] [--only speed,memory,vs_ort,deployed]
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, clean, fmt, log, table
+from benchmarks.common import ALL_MODELS, ROOT, clean, fmt, log, table
 from workbench.export.atomic import write_text
 
 HERE = Path(__file__).resolve().parent
@@ -90,7 +91,8 @@ def _notes(section: str, models: dict[str, Any]) -> list[str]:
 
 def markdown(res: dict[str, Any]) -> str:
     """The human summary of the merged results."""
-    parts = [f"# Benchmark results\n\n{res['meta']['date']} · {res['meta']['machine']} · "
+    merged = f" ({res['meta']['merged']})" if res["meta"].get("merged") else ""
+    parts = [f"# Benchmark results\n\n{res['meta']['date']}{merged} · {res['meta']['machine']} · "
              f"total {fmt(res['meta']['total_s'])} s. Regenerate with `python benchmarks/run_all.py`.\n"]
     notes: list[str] = []
     sp = res.get("calibration_speed", {})
@@ -153,7 +155,8 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=None, help="comma-separated subset of demo,ocr_det,ocr_rec,minilm")
+    ap.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(ALL_MODELS)
+                    + " (the TFLite models: vs_ort only)")
     ap.add_argument("--only", default=",".join(SCRIPTS),
                     help="comma-separated subset of " + ",".join(SCRIPTS))
     ap.add_argument("--out", default=str(HERE / "results.json"))
@@ -169,13 +172,21 @@ def main() -> None:
         "machine": f"{_cpu()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB RAM",
         "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}}
     previous = Path(args.out)
-    if previous.is_file() and args.only != ",".join(SCRIPTS):
-        old = json.loads(previous.read_text())
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    if args.only != ",".join(SCRIPTS):
         res.update({k: v for k, v in old.items() if k != "meta"})
     for key in args.only.split(","):
         section, script = SCRIPTS[key]
         log(f"== {script}")
         res[section] = run_script(script, extra)
+        kept = {m: r for m, r in old.get(section, {}).get("models", {}).items()
+                if m not in res[section].get("models", {})}
+        if args.models and kept and "models" in res[section]:  # a subset of models: keep the other rows
+            res[section]["models"] = {**kept, **res[section]["models"]}
+            res["meta"]["merged"] = "; ".join(filter(None, [
+                old.get("meta", {}).get("merged"),
+                f"{section} rows {args.models} from {res['meta']['date']}, "
+                f"{', '.join(kept)} from {old.get('meta', {}).get('date')}"]))
     res["meta"]["total_s"] = round(time.perf_counter() - t0, 1)
     res = clean(res)
     text = json.dumps(res, indent=1)

@@ -3,6 +3,11 @@ Entropy) and NNCF's defaults, on the same calibration and held-out data, measure
 
     python benchmarks/vs_onnxruntime.py [--models demo,ocr_rec] [--calib N] [--eval N] [--original]
 
+Models: ``benchmarks.common.ALL_MODELS`` (demo, OCR detector and recogniser, MiniLM and the five MediaPipe TFLite
+models). For a ``.tflite`` model ours starts from the ``.tflite`` file as ``workbench quantize`` does (its
+``time_s``/``init_s`` include the import); the peers start from the same prepared float graph as ever, and
+the "original" reference (``--original``, ``prepared_vs_original_float``) is the imported ONNX graph.
+
 Per model, on the same calibration and held-out data: ours is what ``workbench quantize`` makes
 (``Session(model, target="ort-cpu")`` → ``calibrate`` → ``search_ranges`` → ``quantize``); onnxruntime is
 ``quantize_static`` in QDQ format, per_channel=True, QUInt8 activations / QInt8 weights, calibrate_method
@@ -19,7 +24,9 @@ SQNR/cosine are on the held-out data against the float graph the quantizer start
 arithmetic (onnxruntime optimisations off); ``deployed_*`` are the same with all optimisations on (the
 integer kernels this CPU runs: without VNNI they may saturate, so they may differ from the exact numbers).
 ``float_weighted_share`` is the share of weighted layers (Conv/ConvTranspose/Gemm/MatMul with a constant
-weight) whose weight is not quantized: a peer that leaves layers in float is not W8A8.
+weight) whose weight is not quantized: a peer that leaves layers in float is not W8A8. For a model with
+several outputs the headline SQNR/cosine are those of its FIRST graph output (not an average); every output's
+exact figures are under ``per_output``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (
-    MODELS,
+    ALL_MODELS,
+    TFLITE_MODELS,
     Unavailable,
     calib_eval,
     emit,
@@ -44,13 +52,14 @@ from benchmarks.common import (
     has_dynamic_batch,
     log,
     model_path,
+    onnx_path,
     run_child,
 )
 
 # 64 calibration samples is the target; onnxruntime's calibrators keep every intermediate output of every
 # batch in memory (~200 MB per OCR sample here), so the OCR models use 32 by default (and it halves the
 # run time). 32 held-out samples each.
-DEFAULT_CALIB = {"demo": 64, "minilm": 64, "ocr_rec": 32, "ocr_det": 32}
+DEFAULT_CALIB = {"demo": 64, "minilm": 64, "ocr_rec": 32, "ocr_det": 32, **dict.fromkeys(TFLITE_MODELS, 64)}
 DEFAULT_EVAL = 32
 ORT_CAP_GB = 12.0
 METHODS = ("MinMax", "Percentile", "Entropy")
@@ -241,12 +250,12 @@ def _child(args: list[str], **kw: Any) -> dict[str, Any]:
 
 
 def measure(name: str, n_calib: int, n_eval: int, *, original: bool = False, nncf: bool = True) -> dict[str, Any]:
-    source = model_path(name)
     calib, held = calib_eval(name, n_calib, n_eval)
-    batch = 32 if has_dynamic_batch(source) else 1
-    res: dict[str, Any] = {"calib_samples": n_calib, "eval_samples": n_eval, "batch_size": batch}
     with tempfile.TemporaryDirectory(prefix="wb-vs-ort-") as d:
         tmp = Path(d)
+        source = onnx_path(name, tmp)  # a .tflite model: its imported ONNX graph
+        batch = 32 if has_dynamic_batch(source) else 1
+        res: dict[str, Any] = {"calib_samples": n_calib, "eval_samples": n_eval, "batch_size": batch}
         np.savez(tmp / "calib.npz", **calib)
 
         ours = _child(["--ours", name, str(tmp)], cwd=tmp)
@@ -266,7 +275,7 @@ def measure(name: str, n_calib: int, n_eval: int, *, original: bool = False, nnc
         quantizers["ours"] = q
 
         res["preprocess"] = {}
-        sources = (("prepared", prepared), ("original", model_path(name))) if original else (("prepared", prepared),)
+        sources = (("prepared", prepared), ("original", source)) if original else (("prepared", prepared),)
         for src_name, src in sources:
             pre = tmp / f"pre_{src_name}.onnx"
             p = _child(["--pre", str(src), str(pre)], cwd=tmp)
@@ -351,7 +360,8 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated subset of "
+                    + ",".join(ALL_MODELS))
     ap.add_argument("--calib", type=int, default=None, help="calibration samples (default: per model)")
     ap.add_argument("--eval", type=int, default=DEFAULT_EVAL, help="held-out samples")
     ap.add_argument("--original", action="store_true", help="also run onnxruntime on the original file")
