@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = {"speed": ("calibration_speed", "calibration_speed.py"),
            "memory": ("calibration_memory", "calibration_memory.py"),
            "vs_ort": ("vs_onnxruntime", "vs_onnxruntime.py"),
-           "deployed": ("deployed_speed", "deployed_speed.py")}
+           "deployed": ("deployed_speed", "deployed_speed.py"),
+           "ui": ("ui_latency", "ui_latency.py")}
 
 
 def _cpu() -> str:
@@ -145,7 +146,13 @@ def markdown(res: dict[str, Any]) -> str:
                                  "batch of 1 (1 thread, interleaved; ratio to onnxruntime's quantize_static "
                                  "output)"))
         notes += _notes("deployed", dep["models"])
-    for key in ("calibration_speed", "calibration_memory", "vs_onnxruntime", "deployed_speed"):
+    ui = res.get("ui_latency", {})
+    if "models" in ui:
+        rows = [{"model": m, **r} for m, r in ui["models"].items()]
+        parts.append(table(rows, ["model", "layers", "readout_ms", "drag_ms", "apply_s", "eval_samples"],
+                           title="(e) Workbench latency in the kernel (goals: readout and drag < 20 ms; Apply "
+                                 "on a MobileNet-size model, 32 samples, < 2 s)"))
+    for key in ("calibration_speed", "calibration_memory", "vs_onnxruntime", "deployed_speed", "ui_latency"):
         if "error" in res.get(key, {}):
             notes.append(f"{key}: ERROR — {res[key]['error']}")
     if notes:

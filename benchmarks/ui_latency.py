@@ -10,7 +10,7 @@
 
 Prints one JSON object; medians over repetitions.
 
-    python benchmarks/ui_latency.py [--models demo ocr_det] [--reps 30]
+    python benchmarks/ui_latency.py [--models demo,ocr_det] [--reps 30]
 """
 
 from __future__ import annotations
@@ -81,14 +81,14 @@ def measure(name: str, reps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["demo", "pose_detection", "selfie_segmentation", "ocr_det"])
+    ap.add_argument("--models", default="demo,pose_detection,selfie_segmentation,ocr_det", help="comma-separated")
     ap.add_argument("--reps", type=int, default=30)
     args = ap.parse_args()
-    out = {name: measure(name, args.reps) for name in args.models}
+    out = {name: measure(name, args.reps) for name in args.models.split(",")}
     for name, r in out.items():
         print(f"{name:8s} readout {r['readout_ms']:.2f} ms  drag {r['drag_ms']:.2f} ms  apply {r['apply_s']:.2f} s",
               file=sys.stderr)
-    print(json.dumps(out))
+    print(json.dumps({"models": out}))
 
 
 if __name__ == "__main__":
