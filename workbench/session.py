@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 from traitlets import HasTraits, Instance, List, observe
 
-from workbench.analysis.compare import Comparison, LayerRow, Metric, compare
+from workbench.analysis.compare import Comparison, LayerRow, Metric, compare, compared_tensors
 from workbench.autosave import Autosave, autosave_path, fingerprint, read_autosave, write_autosave
 from workbench.calibration import Calibration, WeightStats, calibrate, input_channel_axes, weight_stats
 from workbench.errors import WorkbenchError
@@ -59,9 +59,11 @@ from workbench.recipe import (
     rule_name,
 )
 from workbench.runtime import Runner, as_feeds
+from workbench.runtime.cache import CachedRunner
 from workbench.targets import get_target
 
 SEARCH_RULES: tuple[RangeRule, ...] = (Auto(), MinMax(), Percentile(99.99), Entropy(), Mse())
+FLOAT_CACHE_BYTES = 1 << 30  # float outputs kept for re-evaluation (Apply) on the same data
 AUTOSAVE_DEFER_S = 0.5  # a drag's autosave is written this long after its last move
 RANGE_MERGE_S = 1.0  # clip-range edits of one tensor closer than this are one undo step (a drag)
 KEEP: Any = object()  # "leave this setting as it is" in Session.set
@@ -102,6 +104,8 @@ class Session(HasTraits):
         self._built: tuple[Recipe, QuantPlan, QdqModel] | None = None
         self._planned: tuple[Recipe, QuantPlan] | None = None
         self.sensitivities: dict[str, float] = {}
+        self.float_cache_bytes = FLOAT_CACHE_BYTES
+        self._float_run: CachedRunner | None = None
         self._last_edit: tuple[Any, float] = (None, 0.0)
         self._calibration_data: Any = None
         self._undo: list[Recipe] = []
@@ -508,14 +512,19 @@ class Session(HasTraits):
     def compare(self, data: Any, *, metric: Metric | None = None, batch_size: int = 32,
                 limit: int | None = None, deployed: bool = True) -> Comparison:
         """Float vs quantized on ``data``: per model output and per layer output. The result
-        becomes ``session.comparison`` and joins ``session.history``."""
+        becomes ``session.comparison`` and a new :attr:`ledger` entry. The float model's outputs
+        are remembered (up to :attr:`float_cache_bytes`), so comparing another recipe on the same
+        data runs onnxruntime only for the quantized model."""
         plan, qdq = self._build()
         feeds = self.feeds(data, batch_size=batch_size, limit=limit)
         rows = [LayerRow(name, layer.op_type, plan.layer_precision[name], layer.output)
                 for name, layer in self.graph.layers.items()]
+        if self._float_run is None:
+            tensors = compared_tensors(self.prepared, rows)
+            self._float_run = CachedRunner(Runner(self.prepared, outputs=tensors), self.float_cache_bytes)
         self.comparison = compare(self.prepared, qdq.proto, qdq.effective, rows, feeds, metric=metric,
                                   deployed=deployed, num_batches=feeds.num_batches, progress=self.progress,
-                                  splittable=self._splittable)
+                                  splittable=self._splittable, float_run=self._float_run)
         entry = LedgerEntry(len(self.ledger) + 1, now(), self.recipe, summarize(self.comparison), self.comparison)
         self.ledger = [*self.ledger, entry]
         self._save()

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from workbench.numerics import ErrorAccumulator
 from workbench.runtime import Runner, Slicer
+from workbench.runtime.cache import CachedRunner
 from workbench.runtime.cpu import cpu_features
 
 #: Exact and deployed output SQNR may differ by this much (dB) before the comparison warns.
@@ -113,14 +114,23 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _finite(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
+def compared_tensors(float_model: onnx.ModelProto, layers: Sequence[LayerRow]) -> list[str]:
+    """The float tensors a comparison measures: model outputs, then each layer's output."""
+    return list(dict.fromkeys([*(o.name for o in float_model.graph.output), *(row.tensor for row in layers)]))
+
+
 def compare(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, effective: dict[str, str],
             layers: Sequence[LayerRow], feeds: Iterable[dict[str, np.ndarray]], *,
             metric: Metric | None = None, deployed: bool = True, num_batches: int | None = None,
-            progress: bool = True, splittable: bool = True) -> Comparison:
-    """Run float, reference-QDQ and deployed-QDQ side by side over ``feeds``."""
+            progress: bool = True, splittable: bool = True, float_run: Runner | CachedRunner | None = None
+            ) -> Comparison:
+    """Run float, reference-QDQ and deployed-QDQ side by side over ``feeds``. ``float_run``: a
+    runner of ``float_model`` exposing :func:`compared_tensors` (e.g. a CachedRunner kept across
+    comparisons); built here when not given."""
     outputs = [o.name for o in float_model.graph.output]
-    tensors = list(dict.fromkeys([*outputs, *(row.tensor for row in layers)]))
-    float_run = Runner(float_model, outputs=tensors)
+    tensors = compared_tensors(float_model, layers)
+    if float_run is None or float_run.output_names != tensors:
+        float_run = Runner(float_model, outputs=tensors)
     ref_run = Runner(qdq_model, outputs=[effective.get(t, t) for t in tensors])
     dep_run = Runner(qdq_model, optimize=True) if deployed else None
     ref_err = {t: ErrorAccumulator() for t in tensors}
