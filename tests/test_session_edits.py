@@ -199,3 +199,20 @@ def test_sensitivity_ranks_the_planted_problem_layer_first(session):
     table = session.layers()
     assert table.set_index("layer").loc[worst, "sensitivity_db"] == sens[worst]
     assert (table.set_index("layer").loc[session.layer_names("Conv"), "weights"] == "per_tensor").all()
+
+
+def test_a_pending_drag_autosave_is_written_at_exit(session):
+    import subprocess
+    import sys
+
+    t = session.graph.layers[CONV].output
+    code = f"""
+from workbench.session import Session
+s = Session({str(session.model.source)!r}, progress=False)
+s.set_range({t!r}, -1.0, 3.0)
+s.set_range({t!r}, -1.0, 2.0)  # merged into the drag: its autosave is deferred
+print(s.autosave_path)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    path = Path(out.stdout.strip())
+    assert json.loads(path.read_text())["recipe"]["tensors"][t]["range"]["hi"] == 2.0

@@ -13,10 +13,12 @@ replaced, never mutated in place, so traitlets observers (the widgets) see every
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -67,6 +69,14 @@ FLOAT_CACHE_BYTES = 1 << 30  # float outputs kept for re-evaluation (Apply) on t
 AUTOSAVE_DEFER_S = 0.5  # a drag's autosave is written this long after its last move
 RANGE_MERGE_S = 1.0  # clip-range edits of one tensor closer than this are one undo step (a drag)
 KEEP: Any = object()  # "leave this setting as it is" in Session.set
+_DEFERRED: weakref.WeakSet = weakref.WeakSet()  # sessions that may hold a deferred autosave
+
+
+@atexit.register
+def _flush_deferred() -> None:
+    """A kernel shut down mid-drag still writes the last clip range (daemon timers die silently)."""
+    for session in list(_DEFERRED):
+        session.flush()
 
 
 def as_rule(rule: str | RangeRule) -> RangeRule:
@@ -456,6 +466,7 @@ class Session(HasTraits):
                 self._pending_save = threading.Timer(AUTOSAVE_DEFER_S, self._save)
                 self._pending_save.daemon = True
                 self._pending_save.start()
+                _DEFERRED.add(self)  # flushed at interpreter exit if the timer has not fired
                 return
             if self.autosaved is not None and path.is_file():
                 # the user has not restored the older save: keep it beside, never overwrite hand-tuning

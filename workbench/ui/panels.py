@@ -67,9 +67,17 @@ class LedgerPanel:
         self.back = w.Button(description="return to", tooltip="make the first entry's recipe current (undoable)")
         for d in (self.a, self.b):
             d.observe(lambda _: self._diff(), "value")
-        self.back.on_click(lambda _: self.a.value and self.session.restore(self.a.value))
+        self.back.on_click(lambda _: self._back())
         self.widget = w.VBox([self.list, w.HBox([self.a, self.b, self.back]), self.diff])
         self.refresh()
+
+    def _back(self) -> None:
+        if not self.a.value:
+            return
+        try:
+            self.session.restore(self.a.value)
+        except WorkbenchError as e:
+            self.diff.value = note(str(e), "error")
 
     def refresh(self) -> None:
         t = self.session.ledger_table()
