@@ -165,6 +165,10 @@ class TensorSpec:
         if not isinstance(self.range, RangeRule):
             raise WorkbenchError(f"range: {self.range!r} is not one of: {', '.join(_RULES)}")
 
+    @property
+    def symmetric(self) -> bool:
+        return self.symmetry == Symmetry.SYMMETRIC
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "precision": self.precision.value,

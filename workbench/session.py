@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from workbench.models import LoadedModel, load_model
 from workbench.numerics import ErrorAccumulator, compute_qparams, expected_error, fake_quantize, sqnr_db
 from workbench.quantize import QdqModel, QuantPlan, build_plan, build_qdq, verify_qdq
 from workbench.quantize.overrides import overrides_to_recipe, plan_to_overrides
-from workbench.quantize.plan import check_names, layer_specs
+from workbench.quantize.plan import check_names, layer_specs, spec_qparams
 from workbench.recipe import (
     Auto,
     ClipRange,
@@ -111,7 +111,7 @@ class Session(HasTraits):
         self.notes: list[str] = [*self.model.notes, *notes]
         self.graph = find_layers(self.prepared)
         self.weights = {t.name: onnx.numpy_helper.to_array(t) for t in self.prepared.graph.initializer}
-        self._built: tuple[Recipe, QuantPlan, QdqModel] | None = None
+        self._built: tuple[Recipe, QdqModel] | None = None
         self._planned: tuple[Recipe, QuantPlan] | None = None
         self.sensitivities: dict[str, float] = {}
         self.float_cache_bytes = FLOAT_CACHE_BYTES
@@ -200,35 +200,40 @@ class Session(HasTraits):
         No single rule is best on every model (percentile wins on one OCR network, the
         per-tensor MSE/auto choice on another): measuring beats guessing, and choosing one of
         a handful of rules on calibration data does not overfit."""
-        if data is None:
-            if self._calibration_data is None:
-                raise WorkbenchError("search_ranges needs data; pass it, or call calibrate(data) first")
-            data = self._calibration_data
-        feeds = list(self.feeds(data, batch_size=batch_size, limit=limit))
-        float_run = Runner(self.prepared)
-        reference = [float_run.run(feed) for feed in feeds]
+        score = self._output_sqnr(data, batch_size=batch_size, limit=limit, what="search_ranges")
         base = self.recipe
-        rows = []
-        self._tracking = False  # the trial recipes are not user changes
-        try:
-            for rule in rules:
-                self.recipe = replace(base, activations=replace(base.activations, range=rule))
-                quant_run = Runner(self.quantize())
-                errors = {name: ErrorAccumulator() for name in float_run.output_names}
-                for feed, ref in zip(feeds, reference, strict=True):
-                    for name, value in quant_run.run(feed).items():
-                        errors[name].update(ref[name], value)
-                rows.append({"rule": rule_name(rule), "range": rule,
-                             "sqnr_db": float(np.mean([e.result()["sqnr_db"] for e in errors.values()]))})
-        finally:
-            self.recipe = base
-            self._tracking = True
+        rows = [{"rule": rule_name(rule), "range": rule,
+                 "sqnr_db": score(replace(base, activations=replace(base.activations, range=rule)))}
+                for rule in rules]
         table = pd.DataFrame(rows)
         best = table.loc[table["sqnr_db"].idxmax(), "range"]
         self.recipe = replace(base, activations=replace(base.activations, range=best))
         self.notes = [*self.notes, f"activation range rule '{rule_name(best)}' chosen by output SQNR on "
                                    f"{min(limit, self.calibration.num_samples)} calibration samples"]
         return table.drop(columns="range")
+
+    def _output_sqnr(self, data: Any, *, batch_size: int, limit: int, what: str) -> Callable[[Recipe], float]:
+        """A scorer of trial recipes: mean model-output SQNR (dB) of a recipe's QDQ model against
+        the float model on the first ``limit`` samples of ``data`` (default: the calibration
+        data). The float outputs are computed once; ``self.recipe`` is not touched."""
+        data = self._calibration_data if data is None else data
+        if data is None:
+            raise WorkbenchError(f"{what} needs data; pass it, or call calibrate(data) first")
+        cal = self._need_calibration()
+        feeds = list(self.feeds(data, batch_size=batch_size, limit=limit))
+        float_run = Runner(self.prepared)
+        reference = [float_run.run(feed) for feed in feeds]
+
+        def score(recipe: Recipe) -> float:
+            plan = build_plan(self.graph, recipe, cal, self.weights, self.target)
+            run = Runner(build_qdq(self.prepared, self.graph, plan, self.weights).proto)
+            errors = {o: ErrorAccumulator() for o in float_run.output_names}
+            for feed, ref in zip(feeds, reference, strict=True):
+                for o, value in run.run(feed).items():
+                    errors[o].update(ref[o], value)
+            return float(np.mean([e.sqnr_db for e in errors.values()]))
+
+        return score
 
     def import_overrides(self, source: str | os.PathLike | dict) -> Recipe:
         """Apply onnxruntime ``TensorQuantOverrides`` (a dict or a JSON file) as tensor overrides.
@@ -299,11 +304,15 @@ class Session(HasTraits):
 
     def rule_ranges(self, tensor: str) -> dict[str, tuple[float, float]]:
         """Clip range of ``tensor`` under each range rule, for its current bits and symmetry."""
-        spec = self.tensor_spec(tensor)
+        spec = self._grid_spec(tensor)
         cal = self._need_calibration()
-        bits = spec.precision.bits if spec.precision.is_integer else 8
-        return {rule_name(r): cal.range(tensor, r, bits=bits, symmetric=spec.symmetry == Symmetry.SYMMETRIC,
+        return {rule_name(r): cal.range(tensor, r, bits=spec.precision.bits, symmetric=spec.symmetric,
                                         signed=spec.signed) for r in SEARCH_RULES}
+
+    def _grid_spec(self, tensor: str) -> TensorSpec:
+        """:meth:`tensor_spec`, as int8 where it is float (what quantizing it would give)."""
+        spec = self.tensor_spec(tensor)
+        return spec if spec.precision.is_integer else replace(spec, precision=Precision.INT8)
 
     def readout(self, tensor: str, lo: float | None = None, hi: float | None = None) -> dict[str, float]:
         """Predicted error of quantizing ``tensor`` with clip range ``[lo, hi]`` (default: the
@@ -312,8 +321,7 @@ class Session(HasTraits):
         cal = self._need_calibration()
         if tensor not in cal.histograms:
             raise WorkbenchError(f"{tensor!r} has no calibration histogram; see session.stats() for tensors")
-        spec = self.tensor_spec(tensor)
-        bits = spec.precision.bits if spec.precision.is_integer else 8
+        spec = self._grid_spec(tensor)
         if (lo is None or hi is None) and isinstance(spec.range, ClipRange):  # no plan needed: fast
             lo, hi = spec.range.lo if lo is None else lo, spec.range.hi if hi is None else hi
         if lo is None or hi is None:  # the plan's range (a group's members share their union)
@@ -321,15 +329,14 @@ class Session(HasTraits):
             if planned is not None and planned.lo is not None:
                 plo, phi = planned.lo, planned.hi
             else:
-                plo, phi = cal.range(tensor, spec.range, bits=bits, signed=spec.signed,
-                                     symmetric=spec.symmetry == Symmetry.SYMMETRIC)
+                plo, phi = cal.range(tensor, spec.range, bits=spec.precision.bits, signed=spec.signed,
+                                     symmetric=spec.symmetric)
             lo, hi = plo if lo is None else lo, phi if hi is None else hi
-        qp = compute_qparams(lo, hi, bits=bits, signed=spec.signed, symmetric=spec.symmetry == Symmetry.SYMMETRIC,
-                             power_of_two=spec.power_of_two)
+        qp = spec_qparams(spec, lo, hi)
         est = expected_error(cal.histograms[tensor], qp)
         grid_lo, grid_hi = (float(v) for v in qp.clip_range())
         return {"lo": float(lo), "hi": float(hi), "grid_lo": grid_lo, "grid_hi": grid_hi,
-                "scale": float(qp.scale), "zero_point": int(qp.zero_point), "bits": bits,
+                "scale": float(qp.scale), "zero_point": int(qp.zero_point), "bits": spec.precision.bits,
                 "clip_mse": est.clip_mse, "round_mse": est.round_mse, "mse": est.mse, "sqnr_db": est.sqnr_db,
                 "clipped_percent": 100.0 * est.clipped_fraction, "rmse_over_scale": est.rmse_over_scale}
 
@@ -504,8 +511,8 @@ class Session(HasTraits):
     def _build(self) -> tuple[QuantPlan, QdqModel]:
         plan = self.plan
         if self._built is None or self._built[0] != self.recipe:
-            self._built = (self.recipe, plan, build_qdq(self.prepared, self.graph, plan, self.weights))
-        return self._built[1], self._built[2]
+            self._built = (self.recipe, build_qdq(self.prepared, self.graph, plan, self.weights))
+        return plan, self._built[1]
 
     @property
     def plan(self) -> QuantPlan:
@@ -533,6 +540,7 @@ class Session(HasTraits):
         if self._float_run is None:
             tensors = compared_tensors(self.prepared, rows)
             self._float_run = CachedRunner(Runner(self.prepared, outputs=tensors), self.float_cache_bytes)
+        self._float_run.max_bytes = self.float_cache_bytes  # the user may change it between comparisons
         self.comparison = compare(self.prepared, qdq.proto, qdq.effective, rows, feeds, metric=metric,
                                   deployed=deployed, num_batches=feeds.num_batches, progress=self.progress,
                                   splittable=self._splittable, float_run=self._float_run)
@@ -567,25 +575,13 @@ class Session(HasTraits):
         """Per layer: model-output SQNR (dB) when ONLY that layer is quantized (all others
         float), on ``data`` (default: the first ``limit`` calibration samples). Low = the layer
         hurts on its own — the usual first suspects for int16/float. Shown in ``layers()``."""
-        data = self._calibration_data if data is None else data
-        if data is None:
-            raise WorkbenchError("sensitivity needs data; pass it, or call calibrate(data) first")
-        feeds = list(self.feeds(data, batch_size=batch_size, limit=limit))
-        float_run = Runner(self.prepared)
-        reference = [float_run.run(feed) for feed in feeds]
+        score = self._output_sqnr(data, batch_size=batch_size, limit=limit, what="sensitivity")
         base = self.recipe
         result = {}
         for name in tqdm(self.graph.layers, desc="sensitivity", disable=not self.progress, unit="layer"):
             others = {o: LayerSpec(precision=Precision.FLOAT32) for o in self.graph.layers if o != name}
             others[name] = base.layers.get(name, LayerSpec())
-            recipe = replace(base, layers={k: v for k, v in others.items() if v != LayerSpec()})
-            plan = build_plan(self.graph, recipe, self._need_calibration(), self.weights, self.target)
-            run = Runner(build_qdq(self.prepared, self.graph, plan, self.weights).proto)
-            errors = {o: ErrorAccumulator() for o in float_run.output_names}
-            for feed, ref in zip(feeds, reference, strict=True):
-                for o, value in run.run(feed).items():
-                    errors[o].update(ref[o], value)
-            result[name] = float(np.mean([e.sqnr_db for e in errors.values()]))
+            result[name] = score(replace(base, layers={k: v for k, v in others.items() if v != LayerSpec()}))
         self.sensitivities = result
         return pd.Series(result, name="sensitivity_db")
 

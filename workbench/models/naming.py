@@ -18,6 +18,16 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                 yield from _graphs(sub)
 
 
+def unique_name(base: str, used: set[str]) -> str:
+    """``base``, else ``base_1``, ``base_2``… — the first not in ``used`` (which it joins)."""
+    name, k = base, 0
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
+
+
 def ensure_unique_node_names(graph: onnx.GraphProto) -> list[str]:
     """Name unnamed nodes ``<op_type>_<index>`` and suffix repeated names ``_1``, ``_2``…, in place.
 

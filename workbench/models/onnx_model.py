@@ -16,6 +16,7 @@ from onnx import external_data_helper, numpy_helper
 
 from workbench.errors import WorkbenchError
 from workbench.models import large, validate
+from workbench.models.files import model_file
 from workbench.models.naming import ensure_unique_node_names
 from workbench.models.opset import clean_message, opset_of, upgrade_opset
 from workbench.models.tensors import TensorInfo, from_initializer, from_value_info
@@ -136,11 +137,7 @@ def _read(source: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onnx.Mod
     if not isinstance(source, str | os.PathLike):
         raise WorkbenchError(f"cannot load ONNX from a {type(source).__name__}; "
                              "pass a path, bytes or an onnx.ModelProto")
-    path = os.fspath(source)
-    if not os.path.exists(path):
-        raise WorkbenchError(f"model file not found: {path}")
-    if not os.path.isfile(path):
-        raise WorkbenchError(f"{path} is not a file; pass the path of an .onnx model file")
+    path = model_file(source, "an .onnx")
     with open(path, "rb") as f:
         proto = _parse(f.read(), path)
     _load_external(proto, path)

@@ -36,6 +36,8 @@ import onnx
 from onnx import numpy_helper
 
 from workbench.errors import WorkbenchError
+from workbench.models.files import model_file
+from workbench.models.naming import unique_name
 from workbench.models.onnx_model import LoadedModel, load_onnx
 from workbench.models.opset import clean_message
 
@@ -85,8 +87,7 @@ def load_torch(source: Any, example_inputs: Any = None, *, dynamic_batch: bool =
 def _load_program(path: str) -> Any:
     import torch
 
-    if not os.path.isfile(path):
-        raise WorkbenchError(f"model file not found: {path}")
+    model_file(path, "a .pt2")
     if Path(path).suffix.lower() in (".pt", ".pth"):
         raise WorkbenchError(f"{path}: a .pt/.pth file holds a state dict or a pickled module, not a graph; save "
                              "the model with torch.export.save(torch.export.export(model, args), 'model.pt2') "
@@ -443,13 +444,7 @@ def _name_nodes(graph: onnx.GraphProto, weight_of: dict[str, str]) -> None:
     for i, path in enumerate(scopes):
         if i in names or path is None:
             continue
-        base = f"{path}/{nodes[i].op_type}" if path else nodes[i].op_type
-        name, k = base, 0
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        names[i] = name
-        used.add(name)
+        names[i] = unique_name(f"{path}/{nodes[i].op_type}" if path else nodes[i].op_type, used)
     for i, name in names.items():
         nodes[i].name = name
 

@@ -36,6 +36,7 @@ import numpy as np
 from workbench.calibration import Calibration, input_channel_axes
 from workbench.errors import WorkbenchError
 from workbench.graph.layers import Layer, LayerGraph
+from workbench.models.naming import unique_name
 from workbench.numerics import QParams, array_clip_range, compute_qparams, dequantize, quantize
 from workbench.quantize.saturation import RISK_THRESHOLD, saturation_risk
 from workbench.recipe import ClipRange, PerChannel, Precision, Recipe, Symmetry, TensorSpec
@@ -152,8 +153,7 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
             fixed_groups.append(group[0])
         else:
             lo, hi = _group_range(group, spec, calib)
-        qp = compute_qparams(lo, hi, bits=spec.precision.bits, signed=spec.signed,
-                             symmetric=spec.symmetry.value == "symmetric", power_of_two=spec.power_of_two)
+        qp = spec_qparams(spec, lo, hi)
         for t in group:
             plans[t] = TensorPlan(t, "activation", spec, qp, group[0], lo, hi)
 
@@ -165,10 +165,9 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
         if isinstance(spec.granularity, PerChannel):
             axis = layer.weight_axis if spec.granularity.axis is None else spec.granularity.axis
             axis %= w.ndim
-        lo, hi = array_clip_range(w, spec.range, bits=spec.precision.bits, symmetric=_sym(spec),
+        lo, hi = array_clip_range(w, spec.range, bits=spec.precision.bits, symmetric=spec.symmetric,
                                   signed=spec.signed, axis=axis)
-        qp = compute_qparams(lo, hi, bits=spec.precision.bits, signed=spec.signed, symmetric=_sym(spec),
-                             power_of_two=spec.power_of_two, axis=axis)
+        qp = spec_qparams(spec, lo, hi, axis=axis)
         plans[name] = TensorPlan(name, "weight", spec, qp, name)
 
     target.check((f"tensor '{p.name}'", p.spec, p.kind == "weight") for p in plans.values())
@@ -262,14 +261,17 @@ def _float_by_design(lg: LayerGraph, plans: dict[str, TensorPlan]) -> list[str]:
     return out
 
 
-def _sym(spec: TensorSpec) -> bool:
-    return spec.symmetry.value == "symmetric"
+def spec_qparams(spec: TensorSpec, lo: float | np.ndarray, hi: float | np.ndarray, *,
+                 axis: int | None = None) -> QParams:
+    """The integer grid ``spec`` gives the clip range ``[lo, hi]`` (per channel along ``axis``)."""
+    return compute_qparams(lo, hi, bits=spec.precision.bits, signed=spec.signed, symmetric=spec.symmetric,
+                           power_of_two=spec.power_of_two, axis=axis)
 
 
 def _group_range(group: list[str], spec: TensorSpec, calib: Calibration) -> tuple[float, float]:
     if isinstance(spec.range, ClipRange):
         return spec.range.lo, spec.range.hi
-    ranges = [calib.range(t, spec.range, bits=spec.precision.bits, symmetric=_sym(spec), signed=spec.signed)
+    ranges = [calib.range(t, spec.range, bits=spec.precision.bits, symmetric=spec.symmetric, signed=spec.signed)
               for t in group if t in calib.histograms]
     if not ranges:
         raise WorkbenchError(f"tensor {group[0]!r} has no calibration statistics; run calibrate() again "
@@ -398,7 +400,7 @@ def _bias_correction(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict
         beta = float(_attr(node, "beta", 1.0)) if layer.op_type == "Gemm" else 1.0
         name = _bias_of(layer, node, lg)
         if name is None and layer.op_type in ("Conv", "Gemm") and (len(node.input) < 3 or not node.input[2]):
-            name = _fresh(f"{layer.name}.bias", taken)
+            name = unique_name(f"{layer.name}.bias", taken)
             added[layer.name] = name
             b = np.zeros(delta.shape, np.float64)
         elif name is None or not _fits(weights[name], delta.size):
@@ -435,14 +437,6 @@ def _bias_of(layer: Layer, node, lg: LayerGraph) -> str | None:
         name = others[0] if len(others) == 1 and others[0] in lg.initializers else None
     if name is None or len(lg.consumers.get(name, [])) != 1:
         return None
-    return name
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
     return name
 
 

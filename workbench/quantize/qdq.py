@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench.graph.layers import LayerGraph
 from workbench.graph.prepare import QDQ_OPSET
+from workbench.models.naming import unique_name
 from workbench.numerics import QParams, quantize
 from workbench.quantize.plan import QuantPlan
 
@@ -55,11 +56,7 @@ class _Writer:
         self.inits: list[TensorProto] = []
 
     def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
+        return unique_name(base, self.names)
 
     def const(self, tensor: TensorProto) -> str:
         tensor.name = self.fresh(tensor.name)

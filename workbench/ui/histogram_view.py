@@ -28,6 +28,8 @@ class HistogramView:
         self.session = session
         self.tensor: str | None = None
         self._quiet = False
+        self._scale: float | None = None  # the focused grid's step (for drawing it when zoomed in)
+        self._top = 1.0  # tallest bar (the grid lines' height)
         self.fig = figure(height=260, width=640, tools="xpan,xwheel_zoom,box_zoom,reset", toolbar_location="right",
                           x_axis_label="value", y_axis_label="count")
         self.bars = ColumnDataSource({"left": [], "right": [], "top": []})
@@ -143,7 +145,7 @@ class HistogramView:
             f"rounding MSE {num(r['round_mse'], 3)} · clipped {num(r['clipped_percent'], 3)} % · "
             f"RMSE/scale {num(r['rmse_over_scale'], 3)} (healthy ≈ 0.289) · scale {num(r['scale'], 4)}, "
             f"zero-point {r['zero_point']}, {r['bits']} bits")
-        self._scale, self._zero = r["scale"], r["zero_point"]
+        self._scale = r["scale"]
         self._draw_grid()
 
     def _draw_bars(self) -> None:
@@ -162,11 +164,11 @@ class HistogramView:
         self._top = float(top.max())
 
     def _draw_grid(self) -> None:
-        scale = getattr(self, "_scale", None)
+        scale = self._scale
         start, end = self.fig.x_range.start, self.fig.x_range.end
         if scale is None or start is None or end is None or (end - start) / scale > MAX_GRID_LINES:
             self.grid.data = {"x": [], "y0": [], "y1": []}
             return
         lo_q, hi_q = np.ceil(start / scale), np.floor(end / scale)
         xs = np.arange(lo_q, hi_q + 1) * scale
-        self.grid.data = {"x": xs.tolist(), "y0": [0.0] * len(xs), "y1": [getattr(self, "_top", 1.0)] * len(xs)}
+        self.grid.data = {"x": xs.tolist(), "y0": [0.0] * len(xs), "y1": [self._top] * len(xs)}

@@ -58,7 +58,7 @@ class Workbench(w.VBox):
         middle = w.HBox([views, self.controls.widget], layout=w.Layout(flex_flow="row wrap"))
         super().__init__([self.header, self.table.widget, middle, panels])
         session.observe(self._on_recipe, "recipe")
-        session.observe(self._on_results, ["comparison", "ledger"])
+        session.observe(self._on_results, "ledger")  # set by every compare(), after the comparison
         self._header()
         first = next(iter(session.graph.layers), None)
         if first:
@@ -138,7 +138,7 @@ class Workbench(w.VBox):
     def close(self) -> None:
         if getattr(self, "session", None) is not None:
             self.session.unobserve(self._on_recipe, "recipe")
-            self.session.unobserve(self._on_results, ["comparison", "ledger"])
+            self.session.unobserve(self._on_results, "ledger")
             self.session = None
         if getattr(self, "_graph", None) is not None:
             self._graph.close()

@@ -15,6 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from workbench.errors import WorkbenchError
+from workbench.models.naming import unique_name
 from workbench.models.tflite.layout import TO_NCHW, TO_NHWC, Layout, broadcast_const
 from workbench.models.tflite.reader import Operator, Tensor, TfliteModel
 
@@ -59,7 +60,7 @@ class Builder:
     # ------------------------------------------------------------------------------------- names
     def fresh(self, base: str) -> str:
         """A value name not used yet: ``base``, else ``base_1``, ``base_2``…"""
-        return _unique(base, self._used)
+        return unique_name(base, self._used)
 
     def name_of(self, idx: int) -> str:
         """The ONNX value name of TFLite tensor ``idx`` (its TFLite name, unique)."""
@@ -75,7 +76,7 @@ class Builder:
     def node_name(self, idx: int, suffix: str = "") -> str:
         """A unique node name from the output tensor's name: its first ``;``-separated part
         (TFLite joins the names of fused TF ops with ``;``), plus ``suffix``."""
-        return _unique(self.name_of(idx).split(";")[0] + suffix, self._node_names)
+        return unique_name(self.name_of(idx).split(";")[0] + suffix, self._node_names)
 
     # ---------------------------------------------------------------------------------- tensors
     def tensor(self, idx: int) -> Tensor:
@@ -215,13 +216,3 @@ class Builder:
         if value not in self._scalars:
             self._scalars[value] = self.init(f"const/{value:g}", np.array(value, np.float32))
         return self._scalars[value]
-
-
-def _unique(base: str, used: set[str]) -> str:
-    """``base``, else ``base_1``, ``base_2``… — the first not in ``used`` (which it joins)."""
-    name, k = base, 0
-    while name in used:
-        k += 1
-        name = f"{base}_{k}"
-    used.add(name)
-    return name

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.models.files import model_file
 from workbench.models.tflite.sparse import DimLevel, densify
 
 __all__ = ["Operator", "Quantization", "Tensor", "TfliteModel", "read_tflite"]
@@ -86,11 +87,7 @@ class TfliteModel:
 
 def read_tflite(path: str | os.PathLike) -> TfliteModel:
     """Parse ``path``; a missing, empty, non-TFLite or truncated file is a one-line WorkbenchError."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise WorkbenchError(f"model file not found: {path}")
-    if not os.path.isfile(path):
-        raise WorkbenchError(f"{path} is not a file; pass the path of a .tflite model file")
+    path = model_file(path, "a .tflite")
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 8 or data[4:8] != b"TFL3":
