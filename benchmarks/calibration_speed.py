@@ -4,11 +4,11 @@
 
 Float inference is the original model in a default onnxruntime session (all optimisations, as a user
 runs it); calibration is ``Session.calibrate(data, batch_size=32)`` (it builds its own session, with
-every activation exposed and optimisations off). The two, plus a few diagnostics, alternate within each
-repetition; medians are reported. The breakdown comes from the same calibration calls (``Runner.run``,
-``Histogram.update`` and ``Runner.__init__`` are wrapped with timers): time in onnxruntime with the
-intermediate outputs exposed, in histogram updates, in building the session, and the rest (batching).
-Diagnostic: float with optimisations off (what the exposed run costs without its extra outputs).
+every activation exposed), exact and element-sampled (``values_per_sample=4096``: ``ratio_sampled``).
+The three alternate within each repetition; medians are reported. The breakdown comes from the exact
+calibration calls (``Runner.run``, ``Histogram.update`` and ``Runner.__init__`` are wrapped with
+timers): time in onnxruntime with the intermediate outputs exposed, in histogram updates, in building
+the session, and the rest (batching).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def measure(name: str, samples: int, reps: int, batch: int) -> dict[str, Any]:
     """Interleaved float / calibration timings for one model."""
     import onnxruntime as ort
 
+    from workbench.calibration.sampling import DEFAULT_PER_SAMPLE
     from workbench.numerics import Histogram
     from workbench.runtime import Runner
     from workbench.session import Session
@@ -61,19 +62,13 @@ def measure(name: str, samples: int, reps: int, batch: int) -> dict[str, Any]:
     tensors = s.graph.activation_tensors()
 
     plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    noopt = Runner(s.prepared, optimize=False)
     plain.run(None, batches[0])  # warm-up (first-run allocations)
-    noopt.run(batches[0])
 
     parts: dict[str, list[list[float]]] = {"run": [], "hist": [], "build": []}
 
     def float_plain() -> None:
         for b in batches:
             plain.run(None, b)
-
-    def float_noopt() -> None:
-        for b in batches:
-            noopt.run(b)
 
     def calibrate() -> None:
         acc = {k: [0.0, 0] for k in parts}
@@ -83,7 +78,13 @@ def measure(name: str, samples: int, reps: int, batch: int) -> dict[str, Any]:
         for k in parts:
             parts[k].append(acc[k])
 
-    times = interleaved({"float": float_plain, "float_noopt": float_noopt, "calibrate": calibrate}, reps)
+    sampled_strides: dict[str, int] = {}
+
+    def calibrate_sampled() -> None:
+        sampled_strides.update(s.calibrate(data, batch_size=batch, values_per_sample=DEFAULT_PER_SAMPLE).strides)
+
+    times = interleaved({"float": float_plain, "calibrate": calibrate,
+                         "calibrate_sampled": calibrate_sampled}, reps)
     one = {k: v[:1] for k, v in batches[0].items()}  # exposed bytes per sample (outside the timings)
     per_sample = sum(v.nbytes for v in Runner(s.prepared, outputs=tensors).run(one).values())
 
@@ -97,12 +98,14 @@ def measure(name: str, samples: int, reps: int, batch: int) -> dict[str, Any]:
         "session_init_s": init_s,
         "float_s": med["float"], "calibrate_s": cal, "ratio": cal / med["float"],
         "goal": GOAL, "meets_goal": cal / med["float"] <= GOAL,
+        "calibrate_sampled_s": med["calibrate_sampled"], "ratio_sampled": med["calibrate_sampled"] / med["float"],
+        "values_per_sample": DEFAULT_PER_SAMPLE,
+        "sampled_tensors": sum(1 for k in sampled_strides.values() if k > 1),
         "breakdown": {
             "ort_exposed_run_s": run_s, "histogram_update_s": hist_s, "session_build_s": build_s,
             "other_s": cal - run_s - hist_s - build_s,
             "ort_exposed_share": run_s / cal, "histogram_share": hist_s / cal,
             "ort_runs": parts["run"][0][1] if parts["run"] else None,
-            "float_noopt_s": med["float_noopt"],
             "exposed_tensors": len(tensors), "exposed_mb_per_sample": per_sample / 2**20,
             "histogram_gb_per_s": exposed_gb / hist_s if hist_s else None,
         },
@@ -129,11 +132,13 @@ def main() -> None:
         except Exception as e:
             results[name] = {"error": error_tail(e)}
         r = results[name]
-        summary = (f"ratio {r['ratio']:.2f} (float {r['float_s']:.2f} s, calibrate {r['calibrate_s']:.2f} s)"
+        summary = (f"ratio {r['ratio']:.2f} (float {r['float_s']:.2f} s, calibrate {r['calibrate_s']:.2f} s), "
+                   f"sampled {r['ratio_sampled']:.2f}"
                    if "ratio" in r else str(r))
         log(f"[calibration_speed] {name}: {summary}")
     rows = [{"model": k, **v, **v.get("breakdown", {})} for k, v in results.items()]
-    log_table(rows, ["model", "samples", "float_s", "calibrate_s", "ratio", "ort_exposed_share",
+    log_table(rows, ["model", "samples", "float_s", "calibrate_s", "ratio", "ratio_sampled", "sampled_tensors",
+                     "ort_exposed_share",
                      "histogram_share", "ort_runs", "exposed_mb_per_sample", "histogram_gb_per_s"],
               title="calibration time / float inference time")
     emit({"benchmark": "calibration_speed", "goal_ratio": GOAL, "ocr_det_size": OCR_DET_SIZE,

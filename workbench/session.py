@@ -139,14 +139,21 @@ class Session(HasTraits):
     def feeds(self, data: Any, *, batch_size: int = 32, limit: int | None = None):
         return as_feeds(data, self.model, batch_size=batch_size, limit=limit)
 
-    def calibrate(self, data: Any, *, batch_size: int = 32, limit: int | None = None) -> Calibration:
-        """One streaming pass over ``data``: a histogram for every quantizable activation."""
+    def calibrate(self, data: Any, *, batch_size: int = 32, limit: int | None = None,
+                  values_per_sample: int | None = None) -> Calibration:
+        """One streaming pass over ``data``: a histogram for every quantizable activation.
+
+        ``values_per_sample=None`` (default) observes every value; an integer ``m`` observes about
+        ``m`` values per sample of each larger tensor (one in a prime stride), which brings
+        calibration close to the model's own inference time at the price of estimated statistics
+        (see :mod:`workbench.calibration.sampling`)."""
         feeds = self.feeds(data, batch_size=batch_size, limit=limit)
         self._calibration_data = data
         self.calibration = calibrate(self.prepared, self.graph.activation_tensors(), feeds,
                                      num_batches=feeds.num_batches, progress=self.progress,
                                      splittable=self._splittable,
-                                     channel_axes=input_channel_axes(self.graph))
+                                     channel_axes=input_channel_axes(self.graph),
+                                     values_per_sample=values_per_sample)
         self._built = self._planned = None
         return self.calibration
 

@@ -11,7 +11,7 @@ memory independent of the sample count), whose means feed bias correction
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
+from workbench.calibration.sampling import SampledGraph, channel_of_sample, keeps_range, stride_for
 from workbench.graph.layers import LayerGraph
 from workbench.numerics import Histogram, array_clip_range, clip_range
 from workbench.recipe import MinMax, RangeRule
@@ -28,53 +29,76 @@ from workbench.runtime.slicer import DEFAULT_MAX_BYTES
 
 @dataclass
 class ChannelMean:
-    """Running per-channel mean of one tensor along ``axis`` (float64 sums, mergeable)."""
+    """Running per-channel mean of one tensor along ``axis`` (float64 sums and per-channel counts,
+    mergeable). Fed either whole tensors or a fixed-stride sample of their flattened values."""
 
     axis: int
     sums: np.ndarray | None = None
-    count: int = 0  # elements per channel seen so far
+    counts: np.ndarray | None = None  # values seen per channel
     spatial: tuple[int, ...] | None = None  # channel axis 1: the dims after it (first batch seen)
 
-    def update(self, x: np.ndarray) -> None:
+    def update(self, x: np.ndarray, *, shape: tuple[int, ...] | None = None, stride: int = 1) -> None:
+        """Add ``x``: a whole tensor, or (``stride > 1``) the values at flat positions
+        ``0, stride, 2·stride, …`` of a tensor of ``shape``."""
         x = np.asarray(x)
-        axis = self.axis % x.ndim
-        others = tuple(i for i in range(x.ndim) if i != axis)
-        s = x.sum(axis=others, dtype=np.float64)
-        if self.sums is None:
-            self.sums = s
+        shape = tuple(int(d) for d in (x.shape if shape is None else shape))
+        axis = self.axis % len(shape)
+        channels = shape[axis]
+        if stride == 1:
+            x = x.reshape(shape)
+            s = x.sum(axis=tuple(i for i in range(x.ndim) if i != axis), dtype=np.float64)
+            c = np.full(channels, x.size // max(channels, 1), np.float64)
+        else:
+            ch = channel_of_sample(shape, axis, stride, x.size)
+            s = np.bincount(ch, weights=x.reshape(-1).astype(np.float64), minlength=channels)
+            c = np.bincount(ch, minlength=channels).astype(np.float64)
+        if self.sums is None or self.counts is None:
+            self.sums, self.counts = s, c
         elif self.sums.shape != s.shape:
             raise ValueError(f"channel count changed from {self.sums.shape[0]} to {s.shape[0]} on axis {self.axis}")
         else:
-            self.sums = self.sums + s
-        self.count += x.size // max(x.shape[axis], 1)
-        if self.spatial is None and axis == 1 and x.ndim > 2:
-            self.spatial = tuple(int(d) for d in x.shape[2:])
+            self.sums, self.counts = self.sums + s, self.counts + c
+        if self.spatial is None and axis == 1 and len(shape) > 2:
+            self.spatial = shape[2:]
+
+    @property
+    def count(self) -> int:
+        """Fewest values seen in any channel (0 before the first update)."""
+        return 0 if self.counts is None or not self.counts.size else int(self.counts.min())
 
     @property
     def mean(self) -> np.ndarray:
-        return self.sums / max(self.count, 1)
+        return self.sums / np.maximum(self.counts, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"axis": self.axis, "count": self.count,
+        return {"axis": self.axis,
                 "sums": [] if self.sums is None else self.sums.tolist(),
+                "counts": [] if self.counts is None else self.counts.tolist(),
                 "spatial": None if self.spatial is None else list(self.spatial)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChannelMean:
         sums = np.asarray(d["sums"], np.float64) if d.get("sums") else None
+        if sums is not None and "counts" not in d:  # saved before per-channel counts: one count for all
+            counts = np.full(sums.shape, float(d["count"]))
+        else:
+            counts = np.asarray(d["counts"], np.float64) if d.get("counts") else None
         spatial = tuple(int(v) for v in d["spatial"]) if d.get("spatial") else None
-        return cls(int(d["axis"]), sums, int(d["count"]), spatial)
+        return cls(int(d["axis"]), sums, counts, spatial)
 
 
 @dataclass
 class Calibration:
-    """Histograms of activation tensors plus the number of samples seen, and per-channel means
-    of the inputs of weighted layers (``channel_means``: tensor -> mean along its channel axis)."""
+    """Histograms of activation tensors plus the number of samples seen, per-channel means of the
+    inputs of weighted layers (``means``: tensor -> running mean along its channel axis), and the
+    sampling stride of every tensor (``strides``: 1 = every value seen; k = one value in k, see
+    :mod:`workbench.calibration.sampling`)."""
 
     histograms: dict[str, Histogram]
     num_samples: int
     _ranges: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict, repr=False)
     means: dict[str, ChannelMean] = field(default_factory=dict, repr=False)
+    strides: dict[str, int] = field(default_factory=dict, repr=False)
 
     def channel_mean(self, tensor: str, axis: int) -> np.ndarray | None:
         """Per-channel mean of ``tensor`` along ``axis`` (as collected), or None if not collected."""
@@ -93,50 +117,140 @@ class Calibration:
         return self._ranges[key]
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per tensor: min, max, mean, std, zero fraction, element count."""
+        """One row per tensor: min, max, mean, std, zero fraction, values seen, sampling stride."""
         return [
             {"tensor": name, "min": h.min, "max": h.max, "mean": h.mean, "std": h.std,
-             "zero_fraction": h.zero_fraction, "count": h.count}
+             "zero_fraction": h.zero_fraction, "count": h.count, "stride": self.strides.get(name, 1)}
             for name, h in self.histograms.items()
         ]
 
     def to_dict(self) -> dict[str, Any]:
         return {"num_samples": self.num_samples,
                 "histograms": {k: h.to_dict() for k, h in self.histograms.items()},
-                "channel_means": {k: m.to_dict() for k, m in self.means.items()}}
+                "channel_means": {k: m.to_dict() for k, m in self.means.items()},
+                "strides": {k: v for k, v in self.strides.items() if v != 1}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
         return cls({k: Histogram.from_dict(v) for k, v in d["histograms"].items()}, int(d["num_samples"]),
-                   means={k: ChannelMean.from_dict(v) for k, v in d.get("channel_means", {}).items()})
+                   means={k: ChannelMean.from_dict(v) for k, v in d.get("channel_means", {}).items()},
+                   strides={k: int(v) for k, v in d.get("strides", {}).items()})
 
 
 def calibrate(model: onnx.ModelProto, tensors: Sequence[str], feeds: Iterable[dict[str, np.ndarray]], *,
               num_batches: int | None = None, progress: bool = True, bins: int = 2048,
               splittable: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
-              channel_axes: Mapping[str, int] | None = None) -> Calibration:
+              channel_axes: Mapping[str, int] | None = None,
+              values_per_sample: int | None = None) -> Calibration:
     """Run ``model`` once over ``feeds``, folding every tensor of ``tensors`` into a histogram,
     and every tensor of ``channel_axes`` (tensor -> channel axis) into per-channel sums.
 
-    Peak memory is the model's own plus at most ``max_bytes`` of exposed tensors (batches are
-    run in slices when ``splittable``), whatever the number of samples."""
+    ``values_per_sample=None`` observes every value; ``m`` observes about ``m`` values per sample
+    of each larger tensor (a fixed prime stride, cut inside the graph: see
+    :mod:`workbench.calibration.sampling`). Peak memory is the model's own plus at most
+    ``max_bytes`` of exposed tensors (batches are run in slices when ``splittable``), whatever the
+    number of samples."""
     channel_axes = dict(channel_axes or {})
     exposed = list(dict.fromkeys([*tensors, *channel_axes]))
-    slicer = Slicer([Runner(model, outputs=exposed)], max_bytes=max_bytes, splittable=splittable)
+    observer = (_Exact(model, exposed, max_bytes, splittable) if values_per_sample is None
+                else _Sampled(model, exposed, list(channel_axes), values_per_sample, max_bytes, splittable))
     hists = {t: Histogram(bins=bins) for t in tensors}
     means = {t: ChannelMean(axis) for t, axis in channel_axes.items()}
     samples = 0
     with tqdm(total=num_batches, desc="calibrating", disable=not progress, unit="batch") as bar:
         for feed in feeds:
-            for part, (outs,) in slicer.run(feed):
-                samples += len(next(iter(part.values())))
-                for name, value in outs.items():
+            for n, observed in observer.run(feed):
+                samples += n
+                for name, (values, stride, shape) in observed.items():
                     if name in hists:
-                        hists[name].update(value)
+                        hists[name].update(values)
                     if name in means:
-                        means[name].update(value)
+                        means[name].update(values, shape=shape, stride=stride)
             bar.update(1)
-    return Calibration(hists, samples, means=means)
+    return Calibration(hists, samples, means=means, strides=observer.strides())
+
+
+Observed = dict[str, tuple[np.ndarray, int, tuple[int, ...] | None]]  # tensor -> (values, stride, shape)
+
+
+def _count(feed: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(feed.values())))
+
+
+class _Exact:
+    """Every value of every tensor, exposed as graph outputs."""
+
+    def __init__(self, model: onnx.ModelProto, exposed: list[str], max_bytes: int, splittable: bool) -> None:
+        self.exposed = exposed
+        self.slicer = Slicer([Runner(model, outputs=exposed, optimize=True)], max_bytes=max_bytes,
+                             splittable=splittable)
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> Iterator[tuple[int, Observed]]:
+        for part, (outs,) in self.slicer.run(feed):
+            yield _count(part), {t: (v, 1, None) for t, v in outs.items()}
+
+    def strides(self) -> dict[str, int]:
+        return {}
+
+
+class _Sampled:
+    """A fixed-stride sample of each large tensor, cut inside the graph; the strides are chosen on
+    the first sample, which is observed whole (a tensor whose slice misses that sample's extremes
+    stays exact) and then sliced the same way."""
+
+    def __init__(self, model: onnx.ModelProto, exposed: list[str], shaped: list[str], per_sample: int,
+                 max_bytes: int, splittable: bool) -> None:
+        self.graph = SampledGraph(model, exposed, shaped)
+        self.runner = Runner(self.graph.proto, optimize=True)
+        self.per_sample = per_sample
+        self.splittable = splittable
+        self.max_bytes = max_bytes
+        self._strides: dict[str, int] | None = None
+        self.slicer: Slicer | None = None
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> Iterator[tuple[int, Observed]]:
+        if self._strides is None:
+            probe = {k: v[:1] for k, v in feed.items()} if self.splittable else dict(feed)
+            n = _count(probe)
+            outs = self.runner.run({**probe, **self.graph.stride_feed({})})
+            self._strides = {}
+            for t, s in self.graph.sliced.items():
+                k = stride_for(outs[s].size // n, self.per_sample)
+                self._strides[t] = k if keeps_range(outs[s], k) else 1
+            self.slicer = Slicer([_WithStrides(self.runner, self.graph.stride_feed(self._strides))],
+                                 max_bytes=self.max_bytes, splittable=self.splittable)
+            yield n, self._observed(outs, probe=True)
+            feed = {k: v[n:] for k, v in feed.items()}
+            if not self.splittable or not _count(feed):
+                return
+        assert self.slicer is not None
+        for part, (outs,) in self.slicer.run(feed):
+            yield _count(part), self._observed(outs)
+
+    def _observed(self, outs: Mapping[str, np.ndarray], *, probe: bool = False) -> Observed:
+        """Per tensor: (sampled values, stride, run-time shape); the probe ran with stride 1, so its
+        values are sliced here exactly as the graph slices later batches."""
+        assert self._strides is not None
+        observed: Observed = {}
+        for t, s in self.graph.sliced.items():
+            k = self._strides[t]
+            values = outs[s][::k] if probe else outs[s]
+            shape = tuple(int(d) for d in outs[self.graph.shapes[t]]) if t in self.graph.shapes else None
+            observed[t] = (values, k, shape)
+        return observed
+
+    def strides(self) -> dict[str, int]:
+        return dict(self._strides or {})
+
+
+class _WithStrides:
+    """A runner that adds the stride inputs to every feed (what :class:`Slicer` drives)."""
+
+    def __init__(self, runner: Runner, strides: dict[str, np.ndarray]) -> None:
+        self.runner, self.strides = runner, strides
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runner.run({**feed, **self.strides})
 
 
 def input_channel_axes(lg: LayerGraph) -> dict[str, int]:
