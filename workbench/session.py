@@ -602,8 +602,9 @@ class Session(HasTraits):
         df["rule"] = [rule_name(plan[t].spec.range) if t in plan else "" for t in df.tensor]
         df["clip_lo"] = [plan[t].lo if t in plan else np.nan for t in df.tensor]
         df["clip_hi"] = [plan[t].hi if t in plan else np.nan for t in df.tensor]
-        df["scale"] = [float(plan[t].qparams.scale) if t in plan else np.nan for t in df.tensor]
-        df["zero_point"] = [int(plan[t].qparams.zero_point) if t in plan else np.nan for t in df.tensor]
+        per_tensor = {t: p.qparams for t, p in plan.items() if p.qparams.axis is None}  # else one per channel
+        df["scale"] = [float(per_tensor[t].scale) if t in per_tensor else np.nan for t in df.tensor]
+        df["zero_point"] = [int(per_tensor[t].zero_point) if t in per_tensor else np.nan for t in df.tensor]
         return df
 
     def weight_stats(self, layer: str) -> WeightStats:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.builders import conv_net, conv_net_data
-from workbench.calibration import Calibration, ChannelMean, sampling
+from workbench.calibration import Calibration, ChannelStats, sampling
 from workbench.calibration.sampling import channel_of_sample, keeps_range, stride_for
 from workbench.numerics import Histogram
 from workbench.runtime import Runner
@@ -84,7 +84,7 @@ def test_one_sample_is_sliced_exactly_as_the_stride_says(any_range):
         assert (cal.histograms[t].min, cal.histograms[t].max) == (expect.min, expect.max)
     for t, m in cal.means.items():
         k = cal.strides.get(t, 1)
-        oracle = ChannelMean(m.axis)
+        oracle = ChannelStats(m.axis)
         oracle.update(full[t])
         if k == 1:
             np.testing.assert_allclose(m.mean, oracle.mean, rtol=1e-6, atol=1e-7)

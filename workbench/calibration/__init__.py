@@ -2,11 +2,11 @@
 
 from workbench.calibration.collector import (
     Calibration,
-    ChannelMean,
+    ChannelStats,
     WeightStats,
     calibrate,
     input_channel_axes,
     weight_stats,
 )
 
-__all__ = ["Calibration", "ChannelMean", "WeightStats", "calibrate", "input_channel_axes", "weight_stats"]
+__all__ = ["Calibration", "ChannelStats", "WeightStats", "calibrate", "input_channel_axes", "weight_stats"]

@@ -28,14 +28,17 @@ from workbench.runtime.slicer import DEFAULT_MAX_BYTES
 
 
 @dataclass
-class ChannelMean:
-    """Running per-channel mean of one tensor along ``axis`` (float64 sums and per-channel counts,
-    mergeable). Fed either whole tensors or a fixed-stride sample of their flattened values."""
+class ChannelStats:
+    """Running per-channel statistics of one tensor along ``axis``: float64 sums and value counts
+    (the mean), and the smallest and largest value seen (mergeable). Fed either whole tensors or a
+    fixed-stride sample of their flattened values."""
 
     axis: int
     sums: np.ndarray | None = None
     counts: np.ndarray | None = None  # values seen per channel
     spatial: tuple[int, ...] | None = None  # channel axis 1: the dims after it (first batch seen)
+    lo: np.ndarray | None = None  # per-channel minimum
+    hi: np.ndarray | None = None  # per-channel maximum
 
     def update(self, x: np.ndarray, *, shape: tuple[int, ...] | None = None, stride: int = 1) -> None:
         """Add ``x``: a whole tensor, or (``stride > 1``) the values at flat positions
@@ -46,18 +49,25 @@ class ChannelMean:
         channels = shape[axis]
         if stride == 1:
             x = x.reshape(shape)
-            s = x.sum(axis=tuple(i for i in range(x.ndim) if i != axis), dtype=np.float64)
+            others = tuple(i for i in range(x.ndim) if i != axis)
+            s = x.sum(axis=others, dtype=np.float64)
             c = np.full(channels, x.size // max(channels, 1), np.float64)
+            lo, hi = x.min(axis=others).astype(np.float64), x.max(axis=others).astype(np.float64)
         else:
             ch = channel_of_sample(shape, axis, stride, x.size)
-            s = np.bincount(ch, weights=x.reshape(-1).astype(np.float64), minlength=channels)
+            flat = x.reshape(-1).astype(np.float64)
+            s = np.bincount(ch, weights=flat, minlength=channels)
             c = np.bincount(ch, minlength=channels).astype(np.float64)
-        if self.sums is None or self.counts is None:
-            self.sums, self.counts = s, c
+            lo, hi = np.full(channels, np.inf), np.full(channels, -np.inf)
+            np.minimum.at(lo, ch, flat)
+            np.maximum.at(hi, ch, flat)
+        if self.sums is None or self.counts is None or self.lo is None or self.hi is None:
+            self.sums, self.counts, self.lo, self.hi = s, c, lo, hi
         elif self.sums.shape != s.shape:
             raise ValueError(f"channel count changed from {self.sums.shape[0]} to {s.shape[0]} on axis {self.axis}")
         else:
             self.sums, self.counts = self.sums + s, self.counts + c
+            self.lo, self.hi = np.minimum(self.lo, lo), np.maximum(self.hi, hi)
         if self.spatial is None and axis == 1 and len(shape) > 2:
             self.spatial = shape[2:]
 
@@ -71,34 +81,44 @@ class ChannelMean:
         return self.sums / np.maximum(self.counts, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"axis": self.axis,
-                "sums": [] if self.sums is None else self.sums.tolist(),
-                "counts": [] if self.counts is None else self.counts.tolist(),
+        def listed(a: np.ndarray | None) -> list[float]:
+            return [] if a is None else a.tolist()
+
+        return {"axis": self.axis, "sums": listed(self.sums), "counts": listed(self.counts),
+                "lo": listed(self.lo), "hi": listed(self.hi),
                 "spatial": None if self.spatial is None else list(self.spatial)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ChannelMean:
-        sums = np.asarray(d["sums"], np.float64) if d.get("sums") else None
+    def from_dict(cls, d: dict[str, Any]) -> ChannelStats:
+        def array(key: str) -> np.ndarray | None:
+            return np.asarray(d[key], np.float64) if d.get(key) else None
+
+        sums = array("sums")
         if sums is not None and "counts" not in d:  # saved before per-channel counts: one count for all
-            counts = np.full(sums.shape, float(d["count"]))
+            counts: np.ndarray | None = np.full(sums.shape, float(d["count"]))
         else:
-            counts = np.asarray(d["counts"], np.float64) if d.get("counts") else None
+            counts = array("counts")
         spatial = tuple(int(v) for v in d["spatial"]) if d.get("spatial") else None
-        return cls(int(d["axis"]), sums, counts, spatial)
+        return cls(int(d["axis"]), sums, counts, spatial, array("lo"), array("hi"))
 
 
 @dataclass
 class Calibration:
-    """Histograms of activation tensors plus the number of samples seen, per-channel means of the
-    inputs of weighted layers (``means``: tensor -> running mean along its channel axis), and the
-    sampling stride of every tensor (``strides``: 1 = every value seen; k = one value in k, see
-    :mod:`workbench.calibration.sampling`)."""
+    """Histograms of activation tensors plus the number of samples seen, per-channel statistics of
+    the inputs of weighted layers (``means``: tensor -> running mean, min and max along its channel
+    axis), and the sampling stride of every tensor (``strides``: 1 = every value seen; k = one
+    value in k, see :mod:`workbench.calibration.sampling`)."""
 
     histograms: dict[str, Histogram]
     num_samples: int
     _ranges: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict, repr=False)
-    means: dict[str, ChannelMean] = field(default_factory=dict, repr=False)
+    means: dict[str, ChannelStats] = field(default_factory=dict, repr=False)
     strides: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def channel_range(self, tensor: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-channel (min, max) of ``tensor`` along its collected channel axis, or None."""
+        m = self.means.get(tensor)
+        return None if m is None or m.lo is None or m.hi is None else (m.lo, m.hi)
 
     def channel_mean(self, tensor: str, axis: int) -> np.ndarray | None:
         """Per-channel mean of ``tensor`` along ``axis`` (as collected), or None if not collected."""
@@ -133,7 +153,7 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
         return cls({k: Histogram.from_dict(v) for k, v in d["histograms"].items()}, int(d["num_samples"]),
-                   means={k: ChannelMean.from_dict(v) for k, v in d.get("channel_means", {}).items()},
+                   means={k: ChannelStats.from_dict(v) for k, v in d.get("channel_means", {}).items()},
                    strides={k: int(v) for k, v in d.get("strides", {}).items()})
 
 
@@ -155,7 +175,7 @@ def calibrate(model: onnx.ModelProto, tensors: Sequence[str], feeds: Iterable[di
     observer = (_Exact(model, exposed, max_bytes, splittable) if values_per_sample is None
                 else _Sampled(model, exposed, list(channel_axes), values_per_sample, max_bytes, splittable))
     hists = {t: Histogram(bins=bins) for t in tensors}
-    means = {t: ChannelMean(axis) for t, axis in channel_axes.items()}
+    means = {t: ChannelStats(axis) for t, axis in channel_axes.items()}
     samples = 0
     with tqdm(total=num_batches, desc="calibrating", disable=not progress, unit="batch") as bar:
         for feed in feeds:
@@ -255,7 +275,8 @@ class _WithStrides:
 
 def input_channel_axes(lg: LayerGraph) -> dict[str, int]:
     """Activation input -> channel axis, for the inputs of weighted layers (Conv: 1, MatMul: last,
-    Gemm: the reduced axis of A): what bias correction needs the per-channel means of."""
+    Gemm: the reduced axis of A): what bias correction needs the per-channel means of, and
+    per-channel activation ranges the per-channel minima and maxima of."""
     out: dict[str, int] = {}
     for layer in lg.layers.values():
         if not (layer.weight and layer.inputs) or layer.op_type not in ("Conv", "Gemm", "MatMul"):
