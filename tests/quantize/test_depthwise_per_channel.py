@@ -33,7 +33,8 @@ def dw_net(act: str | None = "Clip") -> onnx.ModelProto:
     nodes += [helper.make_node("Conv", [src, "dw.w", "dw.b"], ["dw"], name="dwconv", pads=[1, 1, 1, 1], group=8),
               helper.make_node("Relu", ["dw"], ["r2"], name="relu2"),
               helper.make_node("Conv", ["r2", "pw.w", "pw.b"], ["y"], name="pwconv")]
-    graph = helper.make_graph(nodes, "dw_net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+    graph = helper.make_graph(nodes, "dw_net",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 12, 12])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
