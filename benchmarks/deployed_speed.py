@@ -12,7 +12,10 @@ Per model, one process, the same calibration and held-out data (benchmarks/commo
 * ``ours_int8_weights`` — the same recipe with every weight int8 (the profile before this choice);
 * ``ours_uint8_weights_all`` — every weight uint8 (u8u8 kernels everywhere);
 * ``ours_weights_7bit`` — onnxruntime's ``reduce_range``: int8 weights on a 7-bit grid (±63);
-* ``ours_int8_symmetric_activations`` — int8 symmetric activations (s8s8), int8 weights.
+* ``ours_int8_symmetric_activations`` — int8 symmetric activations (s8s8), int8 weights;
+* ``ours_depthwise_per_tensor`` — ``ours`` with one scale on depthwise-conv inputs
+  (``Recipe.depthwise_per_channel=False``; per channel, onnxruntime runs those convolutions and the
+  convolutions feeding them as Q/DQ around float kernels).
 
 ``exact_sqnr_db``: optimisations off (Q/DQ in float, the recipe's arithmetic); ``deployed_sqnr_db``:
 all optimisations on (this CPU's fused integer kernels); ``time_ms``: median deployed run time of one
@@ -192,13 +195,15 @@ def measure(name: str, n_calib: int, n_eval: int, reps: int, threads: int, time_
     base = s.recipe
     s.recipe = replace(base, activations=replace(base.activations, symmetry=Symmetry.SYMMETRIC, signed=True))
     s8s8 = s.quantize()
+    s.recipe = replace(base, depthwise_per_channel=False)
+    depthwise_per_tensor = s.quantize()
     s.recipe, s.target = base, target
     with tempfile.TemporaryDirectory(prefix="wb-deployed-") as d:
         ort_model = ort_quantize_static(s.prepared, calib, Path(d))
     variants = {"ort_quantize_static": ort_model, "ours": ours, "ours_int8_weights": int8_weights,
                 "ours_uint8_weights_all": uint8_weights_everywhere(int8_weights),
                 "ours_weights_7bit": weights_7bit(int8_weights), "ours_int8_symmetric_activations": s8s8,
-                "float": s.prepared}
+                "ours_depthwise_per_tensor": depthwise_per_tensor, "float": s.prepared}
     batch = 16
     ref = _outputs(s.prepared, held, optimize=False, batch=batch)
     rows: dict[str, dict[str, Any]] = {}
