@@ -144,9 +144,9 @@ class Session(HasTraits):
         """One streaming pass over ``data``: a histogram for every quantizable activation.
 
         ``values_per_sample=None`` (default) observes every value; an integer ``m`` observes about
-        ``m`` values per sample of each larger tensor (one in a prime stride), which brings
-        calibration close to the model's own inference time at the price of estimated statistics
-        (see :mod:`workbench.calibration.sampling`)."""
+        ``m`` values per sample of each larger tensor (one in a prime stride) where the first
+        sample shows the slice keeps the tensor's range: estimated statistics, and faster only as
+        far as tensors pass that check (see :mod:`workbench.calibration.sampling`)."""
         feeds = self.feeds(data, batch_size=batch_size, limit=limit)
         self._calibration_data = data
         self.calibration = calibrate(self.prepared, self.graph.activation_tensors(), feeds,

@@ -201,7 +201,6 @@ class _Exact:
     """Every value of every tensor, exposed as graph outputs."""
 
     def __init__(self, model: onnx.ModelProto, exposed: list[str], max_bytes: int, splittable: bool) -> None:
-        self.exposed = exposed
         self.slicer = Slicer([Runner(model, outputs=exposed, optimize=True)], max_bytes=max_bytes,
                              splittable=splittable)
 

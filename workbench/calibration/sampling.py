@@ -2,7 +2,7 @@
 
 Exposing every activation of a network and histogramming all of it costs several passes over
 every element (each pass over an OCR detector's activations takes a quarter of its inference
-time on a 2-core CPU), so exact calibration runs at 2–4× the model's own inference time. With
+time on a 2-core CPU), so exact calibration runs at 4–6× the OCR models' own inference time. With
 ``per_sample = m``, a tensor of ``n`` elements per sample is observed through every ``k``-th
 element of its flattened values, ``k`` the smallest prime ≥ ``n / m`` that does not divide ``n``
 (1 when ``n < 2m``: small tensors stay exact). The slice is cut inside the onnxruntime graph
@@ -16,8 +16,8 @@ but ``RANGE_TOLERANCE`` of the sample's range); other tensors stay exact.
 
 A prime that does not divide ``n`` divides none of the tensor's dimensions, so the slice walks
 across every channel, row and column instead of revisiting one column (a stride of 7 on 7×7
-maps would see one column only). Statistics of a sampled tensor (histogram, min/max, mean/std, zero fraction,
-per-channel means) are estimates from ``≈ m · samples`` values; the calibration records the
+maps would see one column only). Statistics of a sampled tensor (histogram, min/max, mean/std,
+zero fraction, per-channel means, min and max) are estimates from ``≈ m · samples`` values; the calibration records the
 stride of every tensor (:attr:`~workbench.calibration.Calibration.strides`).
 """
 
@@ -94,10 +94,6 @@ class SampledGraph:
             g.node.append(helper.make_node("Shape", [t], [out], name=unique_name(f"{out}_node", used)))
             g.output.append(helper.make_tensor_value_info(out, TensorProto.INT64, None))
             self.shapes[t] = out
-
-    @property
-    def outputs(self) -> list[str]:
-        return [*self.sliced.values(), *self.shapes.values()]
 
     def stride_feed(self, strides: dict[str, int]) -> dict[str, np.ndarray]:
         """The stride inputs for ``strides`` (tensor -> k; missing tensors get 1)."""

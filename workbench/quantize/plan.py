@@ -26,8 +26,8 @@ changed by a tensor override in the recipe:
   only by depthwise convolutions takes one scale (and zero-point) per channel: channel ``c`` gets
   its own calibrated min/max, clipped to the tensor's range rule ``[lo, hi]``, where the tensor
   comes out of a Relu/Clip (after a bare Conv onnxruntime's fusion would fail; after HardSwish the
-  deployed file drifts from the exact arithmetic). A depthwise
-  convolution never mixes channels, so nothing is lost by it, and channels of very different
+  deployed file drifts from the exact arithmetic). A depthwise convolution never mixes channels,
+  so nothing is lost by it, and channels of very different
   widths (a 0.2-wide channel beside a 6-wide one under one scale gets 8 levels) keep their
   resolution; the bias scale is then ``s_input[c // m] · s_weight[o]`` (depth multiplier ``m``);
 - on targets that run onnxruntime's x86 integer kernels (``ort-cpu``), layers whose uint8×int8
@@ -248,12 +248,13 @@ def _per_channel_depthwise_inputs(lg: LayerGraph, recipe: Recipe, calib: Calibra
                 or producer is None or producer.op_type not in _PER_CHANNEL_SAFE_PRODUCERS
                 or not all(_only_depthwise(t, members, lg, weights) for t in members)):
             continue
-        ranges = [calib.channel_range(t) for t in members]
-        if any(r is None for r in ranges) or len({r[0].shape for r in ranges if r is not None}) != 1:
+        found = [calib.channel_range(t) for t in members]
+        ranges = [r for r in found if r is not None]
+        if len(ranges) != len(members) or len({lo.shape for lo, _ in ranges}) != 1:
             continue
         lo_t, hi_t = plans[root].lo, plans[root].hi
-        lo = np.clip(np.min([r[0] for r in ranges if r is not None], axis=0), lo_t, hi_t)
-        hi = np.clip(np.max([r[1] for r in ranges if r is not None], axis=0), lo_t, hi_t)
+        lo = np.clip(np.min([r[0] for r in ranges], axis=0), lo_t, hi_t)
+        hi = np.clip(np.max([r[1] for r in ranges], axis=0), lo_t, hi_t)
         qp = spec_qparams(spec, lo, hi, axis=1)
         for t in members:
             plans[t] = replace(plans[t], qparams=qp)
