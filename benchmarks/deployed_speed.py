@@ -13,9 +13,8 @@ Per model, one process, the same calibration and held-out data (benchmarks/commo
 * ``ours_uint8_weights_all`` — every weight uint8 (u8u8 kernels everywhere);
 * ``ours_weights_7bit`` — onnxruntime's ``reduce_range``: int8 weights on a 7-bit grid (±63);
 * ``ours_int8_symmetric_activations`` — int8 symmetric activations (s8s8), int8 weights;
-* ``ours_depthwise_per_tensor`` — ``ours`` with one scale on depthwise-conv inputs
-  (``Recipe.depthwise_per_channel=False``; per channel, onnxruntime runs those convolutions and the
-  convolutions feeding them as Q/DQ around float kernels).
+* ``ours_no_equalization`` — ``ours`` without depthwise equalization
+  (``Recipe.depthwise_equalization=False``): what the equalized weights cost or buy deployed.
 
 ``exact_sqnr_db``: optimisations off (Q/DQ in float, the recipe's arithmetic); ``deployed_sqnr_db``:
 all optimisations on (this CPU's fused integer kernels); ``time_ms``: median deployed run time of one
@@ -37,10 +36,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import MODELS, Unavailable, calib_eval, emit, error_tail, log, log_table, median, model_path
+from benchmarks.common import (
+    ALL_MODELS,
+    MODELS,
+    TFLITE_MODELS,
+    Unavailable,
+    calib_eval,
+    emit,
+    error_tail,
+    log,
+    log_table,
+    median,
+    model_path,
+)
 
-DEFAULT_CALIB = {"demo": 64, "minilm": 64, "ocr_rec": 16, "ocr_det": 16}
-DEFAULT_EVAL = {"demo": 256, "minilm": 32, "ocr_rec": 32, "ocr_det": 16}
+DEFAULT_CALIB = {"demo": 64, "minilm": 64, "ocr_rec": 16, "ocr_det": 16} | dict.fromkeys(TFLITE_MODELS, 32)
+DEFAULT_EVAL = {"demo": 256, "minilm": 32, "ocr_rec": 32, "ocr_det": 16} | dict.fromkeys(TFLITE_MODELS, 16)
 
 
 def _session(proto: Any, *, optimize: bool, threads: int):
@@ -195,15 +206,16 @@ def measure(name: str, n_calib: int, n_eval: int, reps: int, threads: int, time_
     base = s.recipe
     s.recipe = replace(base, activations=replace(base.activations, symmetry=Symmetry.SYMMETRIC, signed=True))
     s8s8 = s.quantize()
-    s.recipe = replace(base, depthwise_per_channel=False)
-    depthwise_per_tensor = s.quantize()
-    s.recipe, s.target = base, target
+    s.recipe, s.target = replace(base, depthwise_equalization=False), target
+    s._built = s._planned = None
+    no_equalization = s.quantize()
+    s.recipe = base
     with tempfile.TemporaryDirectory(prefix="wb-deployed-") as d:
         ort_model = ort_quantize_static(s.prepared, calib, Path(d))
     variants = {"ort_quantize_static": ort_model, "ours": ours, "ours_int8_weights": int8_weights,
                 "ours_uint8_weights_all": uint8_weights_everywhere(int8_weights),
                 "ours_weights_7bit": weights_7bit(int8_weights), "ours_int8_symmetric_activations": s8s8,
-                "ours_depthwise_per_tensor": depthwise_per_tensor, "float": s.prepared}
+                "ours_no_equalization": no_equalization, "float": s.prepared}
     batch = 16
     ref = _outputs(s.prepared, held, optimize=False, batch=batch)
     rows: dict[str, dict[str, Any]] = {}
@@ -239,7 +251,7 @@ def measure(name: str, n_calib: int, n_eval: int, reps: int, threads: int, time_
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {','.join(ALL_MODELS)}")
     ap.add_argument("--reps", type=int, default=40, help="interleaved timing rounds")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for the timing")
     ap.add_argument("--batch", type=int, default=1, help="samples per timed run")

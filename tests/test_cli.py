@@ -39,6 +39,9 @@ def test_quantize_json_contract(files, capsys):
     html = (files / "out" / "r.html").read_text()
     assert "<script" not in html and "dwconv" in html
     assert sorted(p.name for p in out.parent.iterdir()) == ["q.onnx", "q.recipe.json", "r.html"]
+    recipe = json.loads((files / "out" / "q.recipe.json").read_text())
+    for flag in ("bias_correction", "depthwise_equalization"):  # chosen by the search, recorded
+        assert result[flag] is recipe[flag]
 
 
 def test_inspect_json(files, capsys):

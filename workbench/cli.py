@@ -67,6 +67,8 @@ def _summary(session, comparison) -> dict[str, Any]:
     return {"target": session.target.name, "num_samples": d["num_samples"], "outputs": outputs,
             "cpu": cpu, "deployed_gap_db": d["deployed_gap_db"], "deployed_warning": warning,
             "activation_range": session.recipe.activations.to_dict()["range"],
+            "bias_correction": session.recipe.bias_correction,
+            "depthwise_equalization": session.recipe.depthwise_equalization,
             "layers": layers, "notes": session.notes + session.plan.notes + ([warning] if warning else [])}
 
 

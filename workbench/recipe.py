@@ -24,15 +24,14 @@ from workbench.errors import WorkbenchError
 
 SCHEMA_VERSION = 1
 #: Recipe.bias_correction's default: shift each weighted layer's bias by the mean output error
-#: its weight quantization causes on the calibration inputs (see workbench.quantize.plan). Off:
-#: measured W8A8 (search_ranges, held-out exact/deployed dB) it moved the demo +0.25/+0.19, MiniLM
-#: −0.12/−0.11, the OCR recogniser +0.28/−0.53 and the detector −0.03/+0.09 (weight-only int8: +3.8 dB
-#: MiniLM, +12.4 dB recogniser; W8A8 error is dominated by the activations).
+#: its weight quantization causes on the calibration inputs (see workbench.quantize.plan). Off here;
+#: Session.search_ranges (the CLI's default) turns it on per model where the calibration outputs
+#: gain: measured W8A8 it moved MediaPipe's pose detector +3.9 dB and hand landmark +4.7, the demo
+#: +0.25, but MiniLM −0.12 and the OCR recogniser's deployed figure −0.53.
 BIAS_CORRECTION_DEFAULT = False
-#: Recipe.depthwise_per_channel's default: activations read only by depthwise convolutions take one
-#: scale per channel (where the target runs it; see workbench.quantize.plan). Measured W8A8 on
-#: MediaPipe's hand landmark model: 23.2 → 31.3 dB exact output SQNR (benchmarks/vs_onnxruntime.py).
-DEPTHWISE_PER_CHANNEL_DEFAULT = True
+#: Recipe.depthwise_equalization's default: activations read only by depthwise convolutions get
+#: per-channel resolution by scaling the weights around them (workbench.quantize.equalize).
+DEPTHWISE_EQUALIZATION_DEFAULT = True
 
 
 def _enum(cls: type[StrEnum], value: Any, what: str) -> Any:
@@ -277,7 +276,7 @@ class Recipe:
     weights: TensorSpec = field(default_factory=default_weights)
     quantize_bias: bool = True
     bias_correction: bool = BIAS_CORRECTION_DEFAULT
-    depthwise_per_channel: bool = DEPTHWISE_PER_CHANNEL_DEFAULT
+    depthwise_equalization: bool = DEPTHWISE_EQUALIZATION_DEFAULT
     layers: Mapping[str, LayerSpec] = field(default_factory=dict)
     tensors: Mapping[str, TensorSpec] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
@@ -320,7 +319,7 @@ class Recipe:
             "weights": self.weights.to_dict(),
             "quantize_bias": self.quantize_bias,
             "bias_correction": self.bias_correction,
-            "depthwise_per_channel": self.depthwise_per_channel,
+            "depthwise_equalization": self.depthwise_equalization,
             "layers": {k: v.to_dict() for k, v in sorted(self.layers.items())},
             "tensors": {k: v.to_dict() for k, v in sorted(self.tensors.items())},
         }
@@ -330,7 +329,7 @@ class Recipe:
         if not isinstance(d, Mapping):
             raise WorkbenchError("recipe: expected a JSON object")
         _no_unknown(d, {"version", "target", "activations", "weights", "quantize_bias", "bias_correction",
-                        "depthwise_per_channel", "layers", "tensors"},
+                        "depthwise_equalization", "depthwise_per_channel", "layers", "tensors"},
                     "recipe")
         version = d.get("version", SCHEMA_VERSION)
         return cls(
@@ -341,7 +340,8 @@ class Recipe:
             weights=TensorSpec.from_dict(d["weights"], "weights") if "weights" in d else default_weights(),
             quantize_bias=bool(d.get("quantize_bias", True)),
             bias_correction=bool(d.get("bias_correction", BIAS_CORRECTION_DEFAULT)),
-            depthwise_per_channel=bool(d.get("depthwise_per_channel", DEPTHWISE_PER_CHANNEL_DEFAULT)),
+            depthwise_equalization=bool(d.get("depthwise_equalization",  # earlier name, same meaning
+                                              d.get("depthwise_per_channel", DEPTHWISE_EQUALIZATION_DEFAULT))),
             layers={k: LayerSpec.from_dict(v, f"layers[{k!r}]") for k, v in d.get("layers", {}).items()},
             tensors={k: TensorSpec.from_dict(v, f"tensors[{k!r}]") for k, v in d.get("tensors", {}).items()},
         )

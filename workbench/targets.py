@@ -34,9 +34,6 @@ class Target:
     # Store int8 weights as uint8 (zero-point 128, same values) in layers where onnxruntime's
     # uint8×int8 x86 kernels without VNNI would saturate (workbench.quantize.saturation).
     avoid_u8s8_saturation: bool = False
-    # Runs activations with one scale per channel (axis 1) into depthwise convolutions
-    # (Recipe.depthwise_per_channel); onnxruntime does, as Q/DQ around its float depthwise kernel.
-    per_channel_depthwise_inputs: bool = False
 
     def default_recipe(self) -> Recipe:
         return Recipe(target=self.name, activations=self.activations, weights=self.weights)
@@ -95,13 +92,11 @@ TARGETS: dict[str, Target] = {
             "range), int8 symmetric per-channel weights, int32 bias. Layers whose uint8×int8 sums would "
             "saturate onnxruntime's x86 kernels without VNNI store their weights as uint8 (zero-point "
             "128, the same values), so the file runs as measured on every CPU. int16 activations run "
-            "exactly here too (onnxruntime keeps them as Q/DQ around float kernels: float speed). Activations "
-            "read only by depthwise convolutions take one scale per channel (Recipe.depthwise_per_channel).",
+            "exactly here too (onnxruntime keeps them as Q/DQ around float kernels: float speed).",
             TensorSpec(Precision.INT8, Symmetry.ASYMMETRIC, signed=False, range=Auto()),
             _W8_PER_CHANNEL,
             (_no_int4_activations,),
             avoid_u8s8_saturation=True,
-            per_channel_depthwise_inputs=True,
         ),
         Target(
             "tensorrt",

@@ -57,22 +57,22 @@ def test_plan_bias_equals_formula(session):
         cover = np.outer(edge, edge)
         delta = np.array([((wq[o, 0] - w[o, 0]).astype(np.float64) * cover).sum() * mu[o] for o in range(8)])
         b = session.weights[lg.layers["dwconv"].bias]
-        np.testing.assert_allclose(plan.bias_values[lg.layers["dwconv"].bias], b - delta, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(plan.values[lg.layers["dwconv"].bias], b - delta, rtol=1e-6, atol=1e-7)
         # 1x1 conv: full sum over input channels
         w, wq = _wq(session, "pwconv")
         mu = cal.channel_mean("r2", 1)
         delta = np.einsum("ocij,c->o", (wq - w).astype(np.float64), mu)
-        np.testing.assert_allclose(plan.bias_values["pw.b"], session.weights["pw.b"] - delta, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(plan.values["pw.b"], session.weights["pw.b"] - delta, rtol=1e-6, atol=1e-7)
         # Gemm with transB=1: W is [N, K]
         w, wq = _wq(session, "fc")
         delta = (wq - w).astype(np.float64) @ cal.channel_mean("flat", 1)
-        np.testing.assert_allclose(plan.bias_values["fc.b"], session.weights["fc.b"] - delta, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(plan.values["fc.b"], session.weights["fc.b"] - delta, rtol=1e-6, atol=1e-7)
         # the corrected biases are what the file holds (int32 at s_in·s_w)
         model = session.quantize()
         _, qdq = session._build()
         assert verify_qdq(model, plan, qdq.effective) == []
         q = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-        np.testing.assert_allclose(q["pw.b_quantized"] * plan.bias_scales["pw.b"], plan.bias_values["pw.b"],
+        np.testing.assert_allclose(q["pw.b_quantized"] * plan.bias_scales["pw.b"], plan.values["pw.b"],
                                    atol=float(plan.bias_scales["pw.b"].max()))
     finally:
         session.recipe = replace(session.recipe, bias_correction=False)
@@ -132,13 +132,13 @@ def test_added_conv_bias_and_matmul_add_bias():
     assert "conv.bias" in plan.bias_scales  # quantized to int32 like any bias
     w, wq = _wq(s, "mm")
     delta = s.calibration.channel_mean("f", -1) @ (wq - w).astype(np.float64)
-    np.testing.assert_allclose(plan.bias_values["mb"], s.weights["mb"] - delta, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(plan.values["mb"], s.weights["mb"] - delta, rtol=1e-6, atol=1e-7)
     model = s.quantize()
     onnx.checker.check_model(model, full_check=True)
     conv = next(n for n in model.graph.node if n.name == "conv")
     assert len(conv.input) == 3
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    np.testing.assert_array_equal(inits["mb"], plan.bias_values["mb"])  # the Add constant, still float
+    np.testing.assert_array_equal(inits["mb"], plan.values["mb"])  # the Add constant, still float
     _, qdq = s._build()
     assert verify_qdq(model, plan, qdq.effective) == []
     Runner(model).run({"x": data[:2]})  # runs
@@ -150,3 +150,26 @@ def test_recipe_json_round_trip():
     assert back == r and back.bias_correction is True
     assert Recipe.from_dict({}).bias_correction == Recipe().bias_correction
     assert Recipe.from_dict({"bias_correction": False}) == replace(Recipe(), bias_correction=False)
+
+
+def test_search_tries_bias_correction_and_equalization_both_ways():
+    s = Session(conv_net(), progress=False)
+    s.calibrate(conv_net_data(64), batch_size=16)
+    table = s.search_ranges()
+    rules, default = table.iloc[:5], Recipe()
+    assert len(table) == 7 and set(rules["bias_correction"]) == {default.bias_correction}
+    assert set(rules["depthwise_equalization"]) == {default.depthwise_equalization}
+    # the sixth candidate is the best rule with bias correction switched
+    assert table.iloc[5]["rule"] == rules.loc[rules["sqnr_db"].idxmax(), "rule"]
+    assert bool(table.iloc[5]["bias_correction"]) != default.bias_correction
+    # the seventh: the better of those two with equalization switched
+    assert bool(table.iloc[6]["depthwise_equalization"]) != default.depthwise_equalization
+    assert table.iloc[6]["bias_correction"] == table.iloc[:6].loc[table.iloc[:6]["sqnr_db"].idxmax(), "bias_correction"]
+    best = table.loc[table["sqnr_db"].idxmax()]
+    assert s.recipe.bias_correction == best["bias_correction"]
+    assert s.recipe.depthwise_equalization == best["depthwise_equalization"]
+    assert s.recipe.to_dict()["activations"]["range"]["rule"] == best["rule"]
+    assert any("bias correction" in n and "depthwise equalization" in n for n in s.notes)
+    s2 = Session(conv_net(), progress=False)
+    s2.calibrate(conv_net_data(64), batch_size=16)
+    assert len(s2.search_ranges(switches=())) == 5 and s2.recipe.bias_correction == default.bias_correction

@@ -1,7 +1,10 @@
 """Float-to-float rewrites done once before quantization, so that the float reference and
 the quantized model share one graph: Constant nodes become initializers; BatchNormalization
 and constant per-channel Mul/Add/Sub/Div fold into the Conv/ConvTranspose before them; the
-exporters' decomposed hard-swish becomes one HardSwish node.
+exporters' decomposed hard-swish becomes one HardSwish node; a bias initializer that several
+layers read (converters deduplicate equal biases, e.g. zeros) is copied so each layer owns its
+bias — quantized, a bias has the scale ``s_input · s_weight`` of its own layer, and onnxruntime
+fuses ``DQ → Conv → Q`` into ``QLinearConv`` only where the bias scale is that product.
 
 BN folding (inference-mode BN after a linear op with weight W, bias b):
     y = γ (W x + b − μ) / sqrt(σ² + ε) + β
@@ -10,11 +13,14 @@ BN folding (inference-mode BN after a linear op with weight W, bias b):
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from workbench.models import upgrade_opset
+from workbench.models.naming import unique_name
 
 QDQ_OPSET = 21
 
@@ -174,6 +180,38 @@ def fuse_hardswish(model: onnx.ModelProto) -> int:
     return fused
 
 
+_BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}  # op -> index of its bias input
+
+
+def own_biases(model: onnx.ModelProto) -> int:
+    """Give every Conv/ConvTranspose/Gemm a bias initializer of its own (in place): a bias read
+    by several nodes is copied for each reader but the first (for every reader if other nodes
+    read it too). Returns the number of copies."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    readers = Counter(i for n in graph.node for i in n.input)
+    slots = [(n, k) for n in graph.node
+             if (k := _BIAS_INPUT.get(n.op_type)) is not None and len(n.input) > k and n.input[k] in inits]
+    as_bias = Counter(n.input[k] for n, k in slots)
+    used = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    kept: set[str] = set()
+    copies = 0
+    for node, k in slots:
+        name = node.input[k]
+        if readers[name] < 2:
+            continue
+        if as_bias[name] == readers[name] and name not in kept:
+            kept.add(name)
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[name])
+        copy.name = unique_name(f"{node.name or name}.bias", used)
+        graph.initializer.append(copy)
+        node.input[k] = copy.name
+        copies += 1
+    return copies
+
+
 def _set_initializer(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], tensor: onnx.TensorProto) -> None:
     if tensor.name in inits:
         inits[tensor.name].CopyFrom(tensor)
@@ -206,6 +244,8 @@ def prepare(model: onnx.ModelProto, opset: int = QDQ_OPSET) -> tuple[onnx.ModelP
         notes.append(f"folded {len(folded)} BatchNormalization/constant Mul-Add node(s) into the preceding Conv")
     if fused := fuse_hardswish(out):
         notes.append(f"fused {fused} decomposed hard-swish pattern(s) x·clip(x+3,0,6)/6 into HardSwish")
+    if copies := own_biases(out):
+        notes.append(f"{copies} bias initializer(s) read by several layers copied, one per layer")
     del out.graph.value_info[:]
     out = onnx.shape_inference.infer_shapes(out)
     return out, notes

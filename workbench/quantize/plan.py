@@ -22,14 +22,12 @@ changed by a tensor override in the recipe:
   calibration (for Conv, ``E[x]`` per input channel, summed over the kernel window and taken
   over the group's channels). Conv/Gemm without a bias get one; a MatMul's bias is the constant
   operand of the Add that alone reads it (transformer graphs), which stays float;
-- with ``Recipe.depthwise_per_channel`` on targets that run it (``ort-cpu``), an activation read
-  only by depthwise convolutions takes one scale (and zero-point) per channel: channel ``c`` gets
-  its own calibrated min/max, clipped to the tensor's range rule ``[lo, hi]``, where the tensor
-  comes out of a Relu/Clip (after a bare Conv onnxruntime's fusion would fail; after HardSwish the
-  deployed file drifts from the exact arithmetic). A depthwise convolution never mixes channels,
-  so nothing is lost by it, and channels of very different
-  widths (a 0.2-wide channel beside a 6-wide one under one scale gets 8 levels) keep their
-  resolution; the bias scale is then ``s_input[c // m] · s_weight[o]`` (depth multiplier ``m``);
+- with ``Recipe.depthwise_equalization``, an activation read only by depthwise convolutions
+  and produced by a Conv (with or without a fused Relu/Clip) is equalized: channel ``c`` of the
+  producing weights and bias is divided by ``s_c`` and the depthwise filters reading it multiplied
+  by ``s_c`` (:mod:`workbench.quantize.equalize`), so one scale per tensor gives each channel
+  its own range (a 0.2-wide channel beside a 6-wide one would keep 8 levels) and onnxruntime
+  still runs integer kernels; the plans of those weights are for the scaled values;
 - on targets that run onnxruntime's x86 integer kernels (``ort-cpu``), layers whose uint8×int8
   sums would saturate on CPUs without VNNI store their int8 weights as uint8 with zero-point 128
   (:mod:`workbench.quantize.saturation`): the same values, so the exact arithmetic is unchanged.
@@ -46,6 +44,7 @@ from workbench.errors import WorkbenchError
 from workbench.graph.layers import Layer, LayerGraph
 from workbench.models.naming import unique_name
 from workbench.numerics import QParams, array_clip_range, compute_qparams, dequantize, quantize
+from workbench.quantize.equalize import depthwise, equalize_depthwise_inputs
 from workbench.quantize.saturation import RISK_THRESHOLD, saturation_risk
 from workbench.recipe import ClipRange, PerChannel, Precision, Recipe, Symmetry, TensorSpec
 from workbench.targets import Target
@@ -80,9 +79,10 @@ class QuantPlan:
     float_layers: tuple[str, ...]
     layer_precision: dict[str, str]
     notes: list[str] = field(default_factory=list)
-    #: bias initializer -> its float value after bias correction (replaces the model's value)
-    bias_values: dict[str, np.ndarray] = field(default_factory=dict)
-    #: layer name -> name of a bias initializer added by bias correction (value in bias_values)
+    #: initializer -> its float value in the quantized model, where the plan changes it (bias
+    #: correction, depthwise equalization); the weight and bias plans are for these values
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    #: layer name -> name of a bias initializer added by bias correction (value in ``values``)
     added_biases: dict[str, str] = field(default_factory=dict)
 
 
@@ -183,17 +183,17 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
         notes.append(f"{len(fixed_groups)} output(s) of Sigmoid/HardSigmoid/Softmax/Tanh use the op's fixed range "
                      f"([0, 1] or [−1, 1]) instead of a calibrated one (e.g. {fixed_groups[0]!r}); a tensor "
                      "override in the recipe changes it")
-    if recipe.depthwise_per_channel and target.per_channel_depthwise_inputs:
-        _per_channel_depthwise_inputs(lg, recipe, calib, weights, plans, fixed_groups, notes)
     if target.avoid_u8s8_saturation:
         _avoid_saturation(lg, recipe, calib, weights, plans, notes)
     notes += _float_by_design(lg, plans)
-    bias_values: dict[str, np.ndarray] = {}
+    values: dict[str, np.ndarray] = {}
     added: dict[str, str] = {}
     if recipe.bias_correction:
-        bias_values, added = _bias_correction(lg, plans, weights, calib, notes)
-    bias_scales = _bias_scales(lg, plans, {**weights, **bias_values}, recipe, notes, added)
-    return QuantPlan(plans, bias_scales, tuple(fp16), tuple(float32), labels, notes, bias_values, added)
+        values, added = _bias_correction(lg, plans, weights, calib, notes)
+    if recipe.depthwise_equalization:  # last: it rescales weights and the corrected biases
+        values |= equalize_depthwise_inputs(lg, recipe, calib, weights, values, added, plans, fixed_groups, notes)
+    bias_scales = _bias_scales(lg, plans, {**weights, **values}, recipe, notes, added)
+    return QuantPlan(plans, bias_scales, tuple(fp16), tuple(float32), labels, notes, values, added)
 
 
 def _fixed_range(group: list[str], lg: LayerGraph, recipe: Recipe) -> tuple[float, float] | None:
@@ -215,71 +215,6 @@ def _fixed_range(group: list[str], lg: LayerGraph, recipe: Recipe) -> tuple[floa
     return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
-def _depthwise(node, w: np.ndarray) -> bool:
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    return node.op_type == "Conv" and group > 1 and w.ndim >= 2 and w.shape[1] == 1
-
-
-_CHANNEL_KEEPING = {"MaxPool", "Identity"}  # pass-through ops that keep each channel on its own
-# Producers after which onnxruntime leaves a per-channel QuantizeLinear alone. After a Conv, MatMul,
-# Add, … its QDQ fusion builds QLinearConv/QLinearAdd/… with a per-channel output zero-point, which
-# those kernels reject at run time ("result zero point must be a scalar"): measured, onnxruntime 1.32.
-# After HardSwish it runs but the deployed file drifts from its exact arithmetic (MediaPipe selfie
-# segmentation: 15.6 dB exact, 14.4 deployed, against 13.7/13.7 with one scale there), beyond the
-# 0.5 dB ort-cpu promises; so HardSwish outputs keep one scale.
-_PER_CHANNEL_SAFE_PRODUCERS = {"Relu", "Clip"}
-
-
-def _per_channel_depthwise_inputs(lg: LayerGraph, recipe: Recipe, calib: Calibration,
-                                  weights: dict[str, np.ndarray], plans: dict[str, TensorPlan],
-                                  fixed_groups: list[str], notes: list[str]) -> None:
-    """Per-channel (axis 1) parameters for activation groups read only by depthwise convolutions
-    and produced by an activation function (see the module docstring); groups without per-channel
-    statistics keep one scale."""
-    groups: dict[str, list[str]] = {}
-    for t, p in plans.items():
-        if p.kind == "activation":
-            groups.setdefault(p.group, []).append(t)
-    changed = []
-    for root, members in groups.items():
-        spec = plans[root].spec
-        producer = lg.producers.get(root)
-        if (root in fixed_groups or isinstance(spec.range, ClipRange) or any(t in recipe.tensors for t in members)
-                or producer is None or producer.op_type not in _PER_CHANNEL_SAFE_PRODUCERS
-                or not all(_only_depthwise(t, members, lg, weights) for t in members)):
-            continue
-        found = [calib.channel_range(t) for t in members]
-        ranges = [r for r in found if r is not None]
-        if len(ranges) != len(members) or len({lo.shape for lo, _ in ranges}) != 1:
-            continue
-        lo_t, hi_t = plans[root].lo, plans[root].hi
-        lo = np.clip(np.min([r[0] for r in ranges], axis=0), lo_t, hi_t)
-        hi = np.clip(np.max([r[1] for r in ranges], axis=0), lo_t, hi_t)
-        qp = spec_qparams(spec, lo, hi, axis=1)
-        for t in members:
-            plans[t] = replace(plans[t], qparams=qp)
-        changed.append(root)
-    if changed:
-        notes.append(f"{len(changed)} activation(s) read only by depthwise convolutions use one scale per channel "
-                     f"(e.g. {changed[0]!r}); Recipe.depthwise_per_channel=False or a tensor override keeps one "
-                     "scale per tensor")
-
-
-def _only_depthwise(t: str, members: list[str], lg: LayerGraph, weights: dict[str, np.ndarray]) -> bool:
-    """Whether every reader of ``t`` is a depthwise Conv (as its data input) or a channel-keeping
-    pass-through to another member of its group."""
-    readers = lg.consumers.get(t, [])
-    if not readers or t in lg.graph_outputs:
-        return False
-    for n in readers:
-        if n.op_type in _CHANNEL_KEEPING and n.output and n.output[0] in members:
-            continue
-        w = weights.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
-        if w is None or n.input[0] != t or not _depthwise(n, w):
-            return False
-    return True
-
-
 def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict[str, np.ndarray],
                       plans: dict[str, TensorPlan], notes: list[str]) -> None:
     """uint8 weights (zero-point 128, same values) where onnxruntime's x86 uint8×int8 kernels
@@ -298,7 +233,7 @@ def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weight
                 or layer.inputs[0] not in calib.histograms):
             continue
         w = weights[layer.weight]
-        if _depthwise(node, w):  # onnxruntime's depthwise kernel accumulates in int32
+        if depthwise(node, w):  # onnxruntime's depthwise kernel accumulates in int32
             continue
         xq = xp.qparams
         risk = saturation_risk(calib.histograms[layer.inputs[0]], float(xq.scale), int(xq.zero_point),
@@ -361,8 +296,6 @@ def _bias_scales(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict[str
             continue
         s_in = np.asarray(plans[layer.inputs[0]].qparams.scale, np.float64)
         s_w = np.asarray(plans[layer.weight].qparams.scale, np.float64)
-        if s_in.size > 1:  # per-channel input of a depthwise conv: output o reads input channel o // m
-            s_in = np.repeat(s_in, max(s_w.size // s_in.size, 1))
         bias = weights[name].astype(np.float64)
         scale = np.broadcast_to(s_in * s_w, bias.shape).astype(np.float32)
         if np.any(np.abs(bias) / scale > INT32_MAX):

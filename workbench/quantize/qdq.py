@@ -3,9 +3,10 @@
 - activation T:  T → QuantizeLinear → DequantizeLinear → T_dq, and every consumer reads T_dq
   (graph outputs keep their name and float value);
 - weight W: stored as integers (int8/int4/int16) + DequantizeLinear (per-channel ``axis``);
-- bias B: int32 with scale s_in·s_w, zero-point 0, + DequantizeLinear; with bias correction
-  its value is the plan's corrected one (a Conv/Gemm without bias gets a B/C input, and a
-  MatMul's bias Add constant is replaced in float);
+- bias B: int32 with scale s_in·s_w, zero-point 0, + DequantizeLinear;
+- where the plan changes an initializer's value (``QuantPlan.values``: bias correction, depthwise
+  equalization) that value is written; bias correction may add a bias input to a Conv/Gemm
+  without one, and replaces a MatMul's bias Add constant in float;
 - float16 layer: its inputs and output round-trip through float16 (Cast → Cast) and its
   weights are stored as float16 + Cast: an fp16 "island" that runs on any onnxruntime build
   (accumulation stays float32, as on most fp16 hardware);
@@ -74,6 +75,7 @@ def build_qdq(prepared: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan,
     """A new ModelProto: ``prepared`` with the plan's Q/DQ nodes and fp16 islands."""
     model = onnx.ModelProto()
     model.CopyFrom(prepared)
+    weights = {**weights, **plan.values}
     w = _Writer(model)
     rename: dict[str, str] = {}  # tensor -> what its consumers read instead
     group_params: dict[str, tuple[str, str]] = {}
@@ -100,7 +102,7 @@ def build_qdq(prepared: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan,
 
     _corrected_biases(model, plan, w)
     for name, scale in plan.bias_scales.items():
-        bias = plan.bias_values.get(name, weights.get(name)).astype(np.float64)
+        bias = weights[name].astype(np.float64)
         q = np.clip(np.rint(bias / scale), -(2**31), 2**31 - 1).astype(np.int32)
         qb = w.const(numpy_helper.from_array(q, f"{name}_quantized"))
         s = w.const(numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"))
@@ -135,10 +137,10 @@ def _corrected_biases(model: onnx.ModelProto, plan: QuantPlan, w: _Writer) -> No
         else:
             node.input[2] = name
         if name not in plan.bias_scales:
-            w.inits.append(numpy_helper.from_array(plan.bias_values[name].astype(np.float32), name))
+            w.inits.append(numpy_helper.from_array(plan.values[name].astype(np.float32), name))
     for init in model.graph.initializer:
-        if init.name in plan.bias_values and init.name not in plan.bias_scales:
-            init.CopyFrom(numpy_helper.from_array(plan.bias_values[init.name].astype(np.float32), init.name))
+        if init.name in plan.values and init.name not in plan.bias_scales and init.name not in plan.tensors:
+            init.CopyFrom(numpy_helper.from_array(plan.values[init.name].astype(np.float32), init.name))
 
 
 def _fp16_islands(model: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan, w: _Writer,
