@@ -17,7 +17,7 @@ step in its own units is ``s_c·Δ`` — for a Relu/Clip(0, ·) channel exactly 
 so it clips no calibrated value the unscaled model keeps. With per-channel symmetric weights the
 integer weights do not change at all (their scales move by ``1/s_c`` and ``s_c``), and the file
 keeps one scale per activation, so onnxruntime still fuses every convolution into its integer
-kernels (per-channel activation scales made it run them in float: 1.7–3.9× slower).
+kernels (per-channel activation scales made it run them in float: 1.4–3.9× slower).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def equalize_depthwise_inputs(lg: LayerGraph, recipe: Recipe, calib: Calibration
     changed = []
     for root, members in groups.items():
         producer = by_output.get(root)
-        readers = _depthwise_readers(members, lg, weights, nodes)
+        readers = _depthwise_readers(members, lg, weights)
         if (root in fixed_groups or isinstance(plans[root].spec.range, ClipRange) or plans[root].spec.power_of_two
                 or any(t in recipe.tensors for t in members) or producer is None or not readers
                 or not _scalable(producer, nodes, lg, weights, plans)
@@ -139,8 +139,7 @@ def _bound(node: Any, i: int, weights: dict[str, np.ndarray], default: float) ->
     return float(v.ravel()[0]) if v is not None and v.size == 1 else None
 
 
-def _depthwise_readers(members: list[str], lg: LayerGraph, weights: dict[str, np.ndarray],
-                       nodes: dict) -> list[Layer] | None:
+def _depthwise_readers(members: list[str], lg: LayerGraph, weights: dict[str, np.ndarray]) -> list[Layer] | None:
     """The depthwise Conv layers reading a group, when they are all of its readers (channel-keeping
     pass-throughs to other members aside); None otherwise."""
     readers = []

@@ -88,9 +88,8 @@ def build_qdq(prepared: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan,
                     w.const(numpy_helper.from_array(np.asarray(t.qparams.scale, np.float32), f"{t.group}_scale")),
                     w.const(_zero_point(f"{t.group}_zero_point", t.qparams)))
             scale, zp = group_params[t.group]
-            axis = {"axis": t.qparams.axis} if t.qparams.axis is not None else {}
-            q = w.node("QuantizeLinear", [t.name, scale, zp], f"{t.name}_quantized", **axis)
-            rename[t.name] = w.node("DequantizeLinear", [q, scale, zp], f"{t.name}_dequantized", **axis)
+            q = w.node("QuantizeLinear", [t.name, scale, zp], f"{t.name}_quantized")
+            rename[t.name] = w.node("DequantizeLinear", [q, scale, zp], f"{t.name}_dequantized")
         else:
             qp = t.qparams
             axis = {"axis": qp.axis} if qp.axis is not None else {}
