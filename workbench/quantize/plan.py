@@ -49,7 +49,8 @@ from workbench.quantize.saturation import RISK_THRESHOLD, saturation_risk
 from workbench.recipe import ClipRange, PerChannel, Precision, Recipe, Symmetry, TensorSpec
 from workbench.targets import Target
 
-INT32_MAX = 2**31 - 1
+#: Largest |int32 bias|: half the int32 range, the other half left to the products' sum.
+BIAS_LIMIT = 2**30
 
 #: Ops whose output range is fixed by the op itself: their outputs take this range by default.
 FIXED_RANGES: dict[str, tuple[float, float]] = {
@@ -286,23 +287,38 @@ def _group_range(group: list[str], spec: TensorSpec, calib: Calibration) -> tupl
 
 def _bias_scales(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict[str, np.ndarray],
                  recipe: Recipe, notes: list[str], added: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """int32 bias scale ``s_in·s_w`` of every layer with integer input and weights. Where a bias
+    would not fit (``|b| / (s_in·s_w) > BIAS_LIMIT``: output channels whose weights are negligible
+    beside their bias, e.g. dead channels, or depthwise filters scaled down by equalization), that
+    channel's weight scale is raised to ``|b| / (s_in·BIAS_LIMIT)`` in ``plans``: its products then
+    stay below ``K·255·128 / 2³⁰`` of its bias, and the layer keeps an int32 bias, which onnxruntime
+    needs to fuse it into ``QLinearConv``/``QGemm`` (a float bias left it a float Conv)."""
     out = {}
     if not recipe.quantize_bias:
         return out
     added = added or {}
+    raised = []
     for layer in lg.layers.values():
         name = layer.bias or added.get(layer.name)
         if not (name and layer.weight in plans and layer.inputs and layer.inputs[0] in plans):
             continue
-        s_in = np.asarray(plans[layer.inputs[0]].qparams.scale, np.float64)
-        s_w = np.asarray(plans[layer.weight].qparams.scale, np.float64)
+        s_in = np.float64(plans[layer.inputs[0]].qparams.scale)
+        wp = plans[layer.weight]
+        s_w = np.asarray(wp.qparams.scale, np.float64)
         bias = weights[name].astype(np.float64)
-        scale = np.broadcast_to(s_in * s_w, bias.shape).astype(np.float32)
-        if np.any(np.abs(bias) / scale > INT32_MAX):
-            notes.append(f"bias {name!r} of layer {layer.name!r} left in float: int32 would overflow "
-                         "at scale s_input·s_weight")
+        if s_w.ndim and s_w.size != bias.size:
             continue
-        out[name] = scale
+        need = np.abs(bias).reshape(s_w.shape if s_w.ndim else -1) / (s_in * BIAS_LIMIT)
+        if np.any(need > s_w):
+            s_w = np.maximum(s_w, need if s_w.ndim else need.max()).astype(np.float32)
+            plans[layer.weight] = replace(wp, qparams=replace(wp.qparams, scale=s_w))
+            raised.append(layer.name)
+        out[name] = np.broadcast_to(s_in * np.asarray(plans[layer.weight].qparams.scale, np.float64),
+                                    bias.shape).astype(np.float32)
+    if raised:
+        notes.append(f"weight scales of {len(raised)} layer(s) raised on the output channels whose int32 bias would "
+                     f"not fit at s_input·s_weight (weights negligible beside the bias, e.g. {raised[0]!r}); "
+                     "their biases stay int32, so onnxruntime runs the layers as integer kernels")
     return out
 
 
