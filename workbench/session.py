@@ -558,7 +558,7 @@ class Session(HasTraits):
             tensors = compared_tensors(self.prepared, rows)
             self._float_run = CachedRunner(Runner(self.prepared, outputs=tensors), self.float_cache_bytes)
         self._float_run.max_bytes = self.float_cache_bytes  # the user may change it between comparisons
-        self.comparison = compare(self.prepared, qdq.proto, qdq.effective, rows, feeds, metric=metric,
+        self.comparison = compare(self.prepared, qdq.with_probes(), qdq.effective, rows, feeds, metric=metric,
                                   deployed=deployed, num_batches=feeds.num_batches, progress=self.progress,
                                   splittable=self._splittable, float_run=self._float_run)
         entry = LedgerEntry(len(self.ledger) + 1, now(), self.recipe, summarize(self.comparison), self.comparison)

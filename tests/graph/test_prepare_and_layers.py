@@ -75,3 +75,37 @@ def test_constant_affine_folds_into_conv_and_hardswish_fuses():
     np.testing.assert_allclose(_run(prepared, x), _run(model, x), rtol=1e-4, atol=1e-5)
     lg = find_layers(prepared)
     assert [layer.op_type for layer in lg.layers.values()] == ["Conv", "HardSwish", "Conv"]
+
+
+def _residual_relu_net() -> onnx.ModelProto:
+    """x → conv a; x → conv b; Relu(a + b) → conv c → y (a ResNet/BlazeFace block)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), n)
+             for n, s in [("wa", (4, 3, 3, 3)), ("wb", (4, 3, 1, 1)), ("wc", (2, 4, 3, 3))]]
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "wb"], ["b"], name="conv_b"),
+             helper.make_node("Add", ["a", "b"], ["sum"], name="add"),
+             helper.make_node("Relu", ["sum"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "wc"], ["y"], name="conv_c", pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_relu_fuses_into_a_residual_add(tmp_path):
+    """One grid for Relu(a + b), as onnxruntime's QLinearAdd clamps to it: no second rounding of the
+    sum's negative range and no requantizing DQ → Q pair left in the deployed graph."""
+    from workbench.session import Session
+
+    prepared, _ = prepare(_residual_relu_net())
+    add = find_layers(prepared).layers["add"]
+    assert add.fused == ("relu",) and add.output == "r" and "relu" not in find_layers(prepared).layers
+    s = Session(_residual_relu_net(), progress=False)
+    s.calibrate(np.random.default_rng(1).normal(size=(16, 3, 8, 8)).astype(np.float32))
+    assert "sum" not in s.plan.tensors and s.plan.tensors["r"].lo == 0.0
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(s.quantize().SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearAdd") == 1 and "Relu" not in ops and ops.count("QuantizeLinear") == 1, ops  # x only

@@ -37,7 +37,10 @@ def test_qdq_model_passes_checker_and_matches_plan(session):
     assert w_dw.signed and np.all(w_dw.zero_point == 0)  # depthwise: never saturates
     assert "logits" not in read  # model outputs stay float
     # the concat inputs do not share a scale on ort-cpu
-    assert not np.array_equal(read["half"].scale, read["res"].scale)
+    half = read[qdq.effective["half"]]  # half = 0.5·mp reads mp's integers on a grid half as wide
+    assert not np.array_equal(half.scale, read["res"].scale)
+    np.testing.assert_allclose(half.scale, 0.5 * read["res"].scale, rtol=1e-6)
+    np.testing.assert_array_equal(half.zero_point, read["res"].zero_point)
 
 
 def test_simulated_tensor_equals_numpy_fake_quant(session):

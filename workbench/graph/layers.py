@@ -3,8 +3,12 @@
 A *layer* is a node that computes in integers once quantized, with its activation inputs,
 its weight and bias initializers and its output. Placement follows onnxruntime and TensorRT:
 
-- a Relu/Clip that is the only consumer of a Conv/Gemm/MatMul output is fused into that
-  layer (no QDQ between them): the layer's output is the activation's output;
+- a Relu/Clip that is the only consumer of a Conv/Gemm/MatMul output, or of a residual Add
+  (or Mul) of two activations, is fused into that layer (no QDQ between them): the layer's
+  output is the activation's output. onnxruntime's integer kernels clamp to the output grid,
+  which is the Relu/Clip when the grid starts at its bound; a QDQ pair between them would
+  quantize the pre-activation range (negatives included) once more and leave a requantizing
+  DQ → Q pair in the deployed graph;
 - shape-only ops (Reshape, Transpose, MaxPool, ...) are *pass-through*: their output shares
   the quantization parameters of their input (one group), so they can run in int8;
 - Concat inputs and output share one scale where the target asks for it;
@@ -14,7 +18,10 @@ its weight and bias initializers and its output. Placement follows onnxruntime a
   are not activations;
 - Add/Mul are layers only with two activation operands (a residual Add, x·sigmoid(x));
   with a constant operand they stay float and take their input from its grid, as an
-  integer pipeline folds them into the neighbouring requantization.
+  integer pipeline folds them into the neighbouring requantization. A chain of Mul/Add/Sub/Div
+  by scalar constants, ``y = a·h + b`` (PP-LCNet's learnable affine after each activation), is
+  recorded as an :class:`AffineLink`: the plan can give ``y`` the image of ``h``'s grid
+  (scale ``a·s_h``) so the export reads ``h``'s integers directly and drops the chain.
 
 Groups are the unit of quantization parameters: every tensor in a group gets the same
 scale and zero-point, computed from the union of the members' calibrated ranges.
@@ -25,8 +32,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 COMPUTE = {
@@ -40,6 +48,7 @@ PASS_THROUGH = {
 }
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
 ELEMENTWISE = {"Add", "Mul"}  # layers only when both operands are activations
+FUSE_INTO = WEIGHTED | ELEMENTWISE  # ops a following Relu/Clip fuses into
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
                 onnx.TensorProto.DOUBLE}
 
@@ -62,6 +71,17 @@ class Layer:
         return (*self.inputs, self.output)
 
 
+@dataclass(frozen=True)
+class AffineLink:
+    """``output = scale · source + shift`` computed by ``nodes`` (Mul/Add/Sub/Div by scalar
+    constants, each intermediate read only by the next)."""
+
+    source: str
+    scale: float
+    shift: float
+    nodes: tuple[str, ...]
+
+
 @dataclass
 class LayerGraph:
     """Layers, pass-through links and tensor groups of one prepared float graph."""
@@ -74,6 +94,7 @@ class LayerGraph:
     initializers: set[str]
     consumers: dict[str, list[onnx.NodeProto]] = field(repr=False)
     producers: dict[str, onnx.NodeProto] = field(repr=False)
+    affine: dict[str, AffineLink] = field(default_factory=dict)  # output tensor -> its scalar affine chain
 
     def activation_tensors(self) -> list[str]:
         """Every tensor that a layer could quantize: what calibration must observe."""
@@ -157,6 +178,47 @@ def _data_independent_of_floats(graph: onnx.GraphProto, inits: dict, types: dict
     return out
 
 
+def _scalar(name: str, inits: dict[str, onnx.TensorProto]) -> float | None:
+    t = inits.get(name)
+    if t is None or t.data_type not in _FLOAT_TYPES or int(np.prod(t.dims)) != 1:
+        return None
+    return float(numpy_helper.to_array(t).reshape(()))
+
+
+def _affine_links(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], is_act, consumers,
+                  graph_outputs: set[str]) -> dict[str, AffineLink]:
+    """Chains ``y = a·h + b`` of Mul/Add/Sub/Div by a scalar constant on an activation ``h``."""
+    links: dict[str, AffineLink] = {}
+    for node in graph.node:  # topological order: a chain's earlier links are already known
+        if node.op_type not in ("Mul", "Add", "Sub", "Div") or len(node.input) != 2 or not is_act(node.output[0]):
+            continue
+        x, c = node.input
+        first = True
+        if not is_act(x) or _scalar(c, inits) is None:
+            x, c, first = c, x, False
+        v = _scalar(c, inits)
+        if not is_act(x) or v is None:
+            continue
+        prev = links.get(x)
+        if prev is not None and len(consumers.get(x, [])) == 1 and x not in graph_outputs:
+            source, a, b, nodes = prev.source, prev.scale, prev.shift, prev.nodes
+        else:
+            source, a, b, nodes = x, 1.0, 0.0, ()
+        op = node.op_type
+        if op == "Mul":
+            a, b = a * v, b * v
+        elif op == "Add":
+            b += v
+        elif op == "Sub":
+            a, b = (a, b - v) if first else (-a, v - b)
+        elif first and v != 0:  # Div x / c
+            a, b = a / v, b / v
+        else:
+            continue
+        links[node.output[0]] = AffineLink(source, a, b, (*nodes, node.name))
+    return links
+
+
 def find_layers(model: onnx.ModelProto) -> LayerGraph:
     """Find the layers of a prepared float graph (shape inference already run)."""
     graph = model.graph
@@ -209,7 +271,7 @@ def find_layers(model: onnx.ModelProto) -> LayerGraph:
         output = node.output[0]
         fused: list[str] = []
         nxt = consumers.get(output, [])
-        if op in WEIGHTED and len(nxt) == 1 and nxt[0].op_type in FUSABLE_ACTIVATIONS \
+        if op in FUSE_INTO and len(nxt) == 1 and nxt[0].op_type in FUSABLE_ACTIVATIONS \
                 and output not in graph_outputs and is_act(nxt[0].output[0]):
             act = nxt[0]
             if all(i == output or i in inits or not i for i in act.input):
@@ -218,5 +280,6 @@ def find_layers(model: onnx.ModelProto) -> LayerGraph:
                 output = act.output[0]
         layers[node.name] = Layer(node.name, op, tuple(dict.fromkeys(acts)), weight, axis, bias, output,
                                   tuple(fused))
+    affine = _affine_links(graph, inits, is_act, consumers, set(graph_outputs))
     return LayerGraph(layers, passthrough, float_tensors, [i.name for i in graph.input if i.name not in inits],
-                      graph_outputs, set(inits), consumers, producers)
+                      graph_outputs, set(inits), consumers, producers, affine)

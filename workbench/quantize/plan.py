@@ -41,7 +41,7 @@ import numpy as np
 
 from workbench.calibration import Calibration, input_channel_axes
 from workbench.errors import WorkbenchError
-from workbench.graph.layers import Layer, LayerGraph
+from workbench.graph.layers import AffineLink, Layer, LayerGraph
 from workbench.models.naming import unique_name
 from workbench.numerics import QParams, array_clip_range, compute_qparams, dequantize, quantize
 from workbench.quantize.equalize import depthwise, equalize_depthwise_inputs
@@ -49,6 +49,8 @@ from workbench.quantize.saturation import RISK_THRESHOLD, saturation_risk
 from workbench.recipe import ClipRange, PerChannel, Precision, Recipe, Symmetry, TensorSpec
 from workbench.targets import Target
 
+#: A constant shift of an affine-linked activation below this share of its grid step is left alone.
+NEGLIGIBLE_SHIFT = 0.02
 #: Largest |int32 bias|: half the int32 range, the other half left to the products' sum.
 BIAS_LIMIT = 2**30
 
@@ -85,6 +87,9 @@ class QuantPlan:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     #: layer name -> name of a bias initializer added by bias correction (value in ``values``)
     added_biases: dict[str, str] = field(default_factory=dict)
+    #: activation -> the tensor whose integers it reads through its own grid (a scalar affine
+    #: chain ``y = a·h + b`` between them that the export drops; see :func:`_affine_grids`)
+    affine_sources: dict[str, str] = field(default_factory=dict)
 
 
 def _rank(spec: TensorSpec) -> int:
@@ -179,6 +184,7 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
         qp = spec_qparams(spec, lo, hi, axis=axis)
         plans[name] = TensorPlan(name, "weight", spec, qp, name)
 
+    affine = _affine_grids(lg, recipe, plans, notes)
     target.check((f"tensor '{p.name}'", p.spec, p.kind == "weight") for p in plans.values())
     if fixed_groups:
         notes.append(f"{len(fixed_groups)} output(s) of Sigmoid/HardSigmoid/Softmax/Tanh use the op's fixed range "
@@ -187,14 +193,15 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
     if target.avoid_u8s8_saturation:
         _avoid_saturation(lg, recipe, calib, weights, plans, notes)
     notes += _float_by_design(lg, plans)
-    values: dict[str, np.ndarray] = {}
-    added: dict[str, str] = {}
+    biases = _Biases(lg, weights)
     if recipe.bias_correction:
-        values, added = _bias_correction(lg, plans, weights, calib, notes)
+        _bias_correction(lg, plans, weights, calib, notes, biases)
+    _compensate_affine_shifts(lg, plans, affine, weights, calib, biases)
+    values, added = biases.values, biases.added
     if recipe.depthwise_equalization:  # last: it rescales weights and the corrected biases
         values |= equalize_depthwise_inputs(lg, recipe, calib, weights, values, added, plans, fixed_groups, notes)
     bias_scales = _bias_scales(lg, plans, {**weights, **values}, recipe, notes, added)
-    return QuantPlan(plans, bias_scales, tuple(fp16), tuple(float32), labels, notes, values, added)
+    return QuantPlan(plans, bias_scales, tuple(fp16), tuple(float32), labels, notes, values, added, affine)
 
 
 def _fixed_range(group: list[str], lg: LayerGraph, recipe: Recipe) -> tuple[float, float] | None:
@@ -214,6 +221,64 @@ def _fixed_range(group: list[str], lg: LayerGraph, recipe: Recipe) -> tuple[floa
     if not ranges:
         return None
     return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], notes: list[str]) -> dict[str, str]:
+    """Give ``y = a·h + b`` (a scalar affine chain, :class:`~workbench.graph.layers.AffineLink`)
+    the image of ``h``'s grid instead of a grid of its own::
+
+        y ≈ a·s_h·(q_h − z_h) + b = s_y·(q_h − z_y),   s_y = a·s_h,   z_y = round(z_h − b / s_y)
+
+    so ``y`` is ``h``'s integers read with other parameters: no second rounding, and the export
+    drops the chain (onnxruntime ran it in float between two Q/DQ pairs). Rounding ``z_y`` moves
+    every value of ``y`` by the same ``ε = s_y·(z_h − z_y) − b`` (|ε| ≤ s_y/2); a constant error does
+    not average out downstream (one such shift cost an OCR recogniser 6 dB), so unless it is
+    negligible (≤ ``NEGLIGIBLE_SHIFT·s_y``) ``y`` is linked only where every reader is a Conv/Gemm
+    whose bias takes ``ε·ΣW`` back (:func:`_compensate_affine_shifts`). Only for ``a > 0``, a
+    per-tensor ``h`` of the same integer type, ``z_y`` inside the type's range, no tensor override
+    on ``y`` and ``y``'s group made of ``y`` and its pass-through outputs. Returns ``{y: h}``."""
+    out: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    for t, p in plans.items():
+        if p.kind == "activation":
+            members.setdefault(p.group, []).append(t)
+    below: dict[str, list[str]] = {}
+    for src, dst in lg.passthrough:
+        below.setdefault(src, []).append(dst)
+    for y, link in lg.affine.items():
+        p, hp = plans.get(y), plans.get(link.source)
+        if (p is None or hp is None or p.group != y or hp.group == y or y in recipe.tensors or link.scale <= 0
+                or hp.qparams.axis is not None or (p.spec.precision, p.spec.signed) != (hp.spec.precision,
+                                                                                      hp.qparams.signed)):
+            continue
+        reach, todo = {y}, [y]
+        while todo:
+            for d in below.get(todo.pop(), []):
+                if d not in reach:
+                    reach.add(d)
+                    todo.append(d)
+        group = members[y]
+        if not set(group) <= reach:
+            continue
+        h = hp.qparams
+        scale = np.float32(link.scale * float(h.scale))
+        zp = int(np.rint(float(h.zero_point) - link.shift / float(scale)))
+        if not (h.qmin <= zp <= h.qmax) or not np.isfinite(scale) or scale <= 0:
+            continue
+        qp = QParams(scale, np.int64(zp), h.bits, h.signed)
+        eps = _affine_shift(link, qp, h)
+        if abs(eps) > NEGLIGIBLE_SHIFT * float(scale) and not (group == [y] and _absorbs_shift(y, lg, plans)):
+            continue
+        lo, hi = float(scale) * (h.qmin - zp), float(scale) * (h.qmax - zp)
+        for t in group:
+            plans[t] = replace(plans[t], spec=replace(plans[t].spec, signed=h.signed), qparams=qp, lo=lo, hi=hi)
+        out[y] = link.source
+    if out:
+        y = next(iter(out))
+        notes.append(f"{len(out)} scalar affine chain(s) y = a·h + b read h's integers on the grid a·s_h (e.g. "
+                     f"{y!r} from {out[y]!r}): no second rounding, and the export drops the Mul/Add; a tensor "
+                     "override on y gives it a grid of its own")
+    return out
 
 
 def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict[str, np.ndarray],
@@ -393,20 +458,49 @@ def weight_mean_shift(op_type: str, node, w: np.ndarray, w_q: np.ndarray, mu: np
     return None
 
 
+class _Biases:
+    """Float bias values the plan changes (``values``) and the biases it adds (``added``: layer
+    -> new initializer name), shared by bias correction and the affine shift compensation."""
+
+    def __init__(self, lg: LayerGraph, weights: dict[str, np.ndarray]) -> None:
+        self.lg, self.weights = lg, weights
+        self.values: dict[str, np.ndarray] = {}
+        self.added: dict[str, str] = {}
+        self.taken = lg.initializers | lg.float_tensors | set(lg.producers) | set(lg.consumers) | {
+            n.name for nodes in lg.consumers.values() for n in nodes}
+
+    def subtract(self, layer: Layer, node, delta: np.ndarray) -> bool:
+        """Bias of ``layer`` becomes ``b − δ`` (per output channel); a Conv/Gemm without a bias
+        gets one. False where the layer has no bias of its own to change."""
+        beta = float(_attr(node, "beta", 1.0)) if layer.op_type == "Gemm" else 1.0
+        name = self.added.get(layer.name) or _bias_of(layer, node, self.lg)
+        if name is None and layer.op_type in ("Conv", "Gemm") and (len(node.input) < 3 or not node.input[2]):
+            name = unique_name(f"{layer.name}.bias", self.taken)
+            self.taken.add(name)
+            self.added[layer.name] = name
+            b = np.zeros(delta.shape, np.float64)
+        elif name is None or not _fits(self.weights[name], delta.size):
+            return False
+        else:
+            b = self.values.get(name, self.weights[name]).astype(np.float64)
+        self.values[name] = (b.reshape(-1) - delta / beta).reshape(b.shape).astype(np.float32)
+        return True
+
+
+def _node_of(layer: Layer, lg: LayerGraph):
+    return next((n for n in lg.consumers.get(layer.inputs[0], []) if n.name == layer.name), None) \
+        if layer.inputs else None
+
+
 def _bias_correction(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict[str, np.ndarray],
-                     calib: Calibration, notes: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Corrected float biases (b − δ) of the weighted layers with integer weights, and the biases
-    added where a Conv/Gemm had none."""
+                     calib: Calibration, notes: list[str], biases: _Biases) -> None:
+    """Correct the biases of the weighted layers with integer weights (``b − δ``, into ``biases``)."""
     axes = input_channel_axes(lg)
-    values: dict[str, np.ndarray] = {}
-    added: dict[str, str] = {}
-    taken = lg.initializers | lg.float_tensors | set(lg.producers) | set(lg.consumers) | {
-        n.name for nodes in lg.consumers.values() for n in nodes}
-    no_mean = no_bias = 0
+    no_mean = no_bias = done = 0
     for layer in lg.layers.values():
         if layer.op_type not in ("Conv", "Gemm", "MatMul") or layer.weight not in plans or not layer.inputs:
             continue
-        node = next((n for n in lg.consumers.get(layer.inputs[0], []) if n.name == layer.name), None)
+        node = _node_of(layer, lg)
         mu = calib.channel_mean(layer.inputs[0], axes.get(layer.inputs[0], 1))
         if node is None or mu is None:
             no_mean += 1
@@ -418,26 +512,55 @@ def _bias_correction(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict
                                   stats.spatial if stats is not None else None)
         if delta is None:
             continue
-        beta = float(_attr(node, "beta", 1.0)) if layer.op_type == "Gemm" else 1.0
-        name = _bias_of(layer, node, lg)
-        if name is None and layer.op_type in ("Conv", "Gemm") and (len(node.input) < 3 or not node.input[2]):
-            name = unique_name(f"{layer.name}.bias", taken)
-            added[layer.name] = name
-            b = np.zeros(delta.shape, np.float64)
-        elif name is None or not _fits(weights[name], delta.size):
-            no_bias += 1
-            continue
+        if biases.subtract(layer, node, delta):
+            done += 1
         else:
-            b = weights[name].astype(np.float64)
-        values[name] = (b.reshape(-1) - delta / beta).reshape(b.shape).astype(np.float32)
-    if values:
-        notes.append(f"bias correction: the biases of {len(values)} layer(s) ({len(added)} added) are shifted by "
+            no_bias += 1
+    if done:
+        notes.append(f"bias correction: the biases of {done} layer(s) ({len(biases.added)} added) are shifted by "
                      "the mean output error of their weight quantization, from the per-channel means of the "
                      "float inputs on the calibration data; Recipe.bias_correction=False turns it off"
                      + (f"; {no_mean} layer(s) lack input means (calibrate again)" if no_mean else "")
                      + (f"; {no_bias} layer(s) without a bias of their own (a MatMul without a constant Add) "
                         "left as they are" if no_bias else ""))
-    return values, added
+
+
+def _affine_shift(link: AffineLink, y: QParams, h: QParams) -> float:
+    """``ε = s_y·(z_h − z_y) − b``: what reading ``h``'s integers on ``y``'s grid adds to ``y``."""
+    return float(np.float64(y.scale) * (int(h.zero_point) - int(y.zero_point)) - link.shift)
+
+
+def _compensate_affine_shifts(lg: LayerGraph, plans: dict[str, TensorPlan], affine: dict[str, str],
+                              weights: dict[str, np.ndarray], calib: Calibration, biases: _Biases) -> None:
+    """Subtract ``ε·Σ W`` (taps weighted by how often they read real input, not padding) from
+    the bias of every layer reading an affine-linked ``y`` whose shift ``ε`` is not negligible
+    (:func:`_affine_grids` links those only where every reader can take it)."""
+    for y, h in affine.items():
+        eps = _affine_shift(lg.affine[y], plans[y].qparams, plans[h].qparams)
+        if abs(eps) <= NEGLIGIBLE_SHIFT * float(plans[y].qparams.scale):
+            continue
+        stats = calib.means.get(y)
+        for node in lg.consumers.get(y, []):
+            layer, w = lg.layers[node.name], weights[lg.layers[node.name].weight]
+            if layer.op_type == "Conv":
+                channels = w.shape[1] * int(_attr(node, "group", 1))
+            else:  # Gemm: K is the reduced axis of B
+                channels = w.shape[1] if _attr(node, "transB", 0) else w.shape[0]
+            delta = weight_mean_shift(layer.op_type, node, np.zeros_like(w), w, np.full(channels, eps),
+                                      stats.spatial if stats is not None else None)
+            if delta is not None:
+                biases.subtract(layer, node, delta)
+
+
+def _absorbs_shift(y: str, lg: LayerGraph, plans: dict[str, TensorPlan]) -> bool:
+    """Whether every reader of ``y`` is a Conv/Gemm with integer weights that reads it as its
+    input and has a bias of its own (or none yet): a constant shift of ``y`` moves into it."""
+    for node in lg.consumers.get(y, []):
+        layer = lg.layers.get(node.name)
+        if (layer is None or layer.op_type not in ("Conv", "Gemm") or layer.inputs != (y,) or node.input[0] != y
+                or layer.weight not in plans or (layer.bias is not None and len(lg.consumers[layer.bias]) != 1)):
+            return False
+    return True
 
 
 def _fits(bias: np.ndarray, n: int) -> bool:

@@ -2,6 +2,9 @@
 
 - activation T:  T → QuantizeLinear → DequantizeLinear → T_dq, and every consumer reads T_dq
   (graph outputs keep their name and float value);
+- activation y = a·h + b of a scalar affine chain that the plan put on h's grid
+  (``QuantPlan.affine_sources``): consumers read DequantizeLinear(h's integers, y's scale and
+  zero-point), and the chain's Mul/Add nodes are dropped;
 - weight W: stored as integers (int8/int4/int16) + DequantizeLinear (per-channel ``axis``);
 - bias B: int32 with scale s_in·s_w, zero-point 0, + DequantizeLinear;
 - where the plan changes an initializer's value (``QuantPlan.values``: bias correction, depthwise
@@ -34,6 +37,19 @@ from workbench.quantize.plan import QuantPlan
 class QdqModel:
     proto: onnx.ModelProto
     effective: dict[str, str]  # float tensor/initializer -> the name carrying its value in the QDQ graph
+    #: DequantizeLinear nodes of activations that nothing in ``proto`` reads (the source of a
+    #: dropped affine chain): left out of the file, which onnxruntime would run them in, and put
+    #: back by :meth:`with_probes` for comparisons that look at every layer's output
+    probes: tuple[onnx.NodeProto, ...] = ()
+
+    def with_probes(self) -> onnx.ModelProto:
+        """``proto`` plus the probes: the same numbers, every ``effective`` name computed."""
+        if not self.probes:
+            return self.proto
+        out = onnx.ModelProto()
+        out.CopyFrom(self.proto)
+        out.graph.node.extend(self.probes)
+        return out
 
 
 def _int_tensor(name: str, q: np.ndarray, qp: QParams) -> TensorProto:
@@ -81,16 +97,21 @@ def build_qdq(prepared: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan,
     group_params: dict[str, tuple[str, str]] = {}
     drop_inits: set[str] = set()
 
+    quantized: dict[str, str] = {}  # activation -> its QuantizeLinear output
+
+    def params(t) -> tuple[str, str]:
+        if t.group not in group_params:
+            group_params[t.group] = (
+                w.const(numpy_helper.from_array(np.asarray(t.qparams.scale, np.float32), f"{t.group}_scale")),
+                w.const(_zero_point(f"{t.group}_zero_point", t.qparams)))
+        return group_params[t.group]
+
     for t in plan.tensors.values():
-        if t.kind == "activation":
-            if t.group not in group_params:
-                group_params[t.group] = (
-                    w.const(numpy_helper.from_array(np.asarray(t.qparams.scale, np.float32), f"{t.group}_scale")),
-                    w.const(_zero_point(f"{t.group}_zero_point", t.qparams)))
-            scale, zp = group_params[t.group]
-            q = w.node("QuantizeLinear", [t.name, scale, zp], f"{t.name}_quantized")
-            rename[t.name] = w.node("DequantizeLinear", [q, scale, zp], f"{t.name}_dequantized")
-        else:
+        if t.kind == "activation" and t.name not in plan.affine_sources:
+            scale, zp = params(t)
+            quantized[t.name] = w.node("QuantizeLinear", [t.name, scale, zp], f"{t.name}_quantized")
+            rename[t.name] = w.node("DequantizeLinear", [quantized[t.name], scale, zp], f"{t.name}_dequantized")
+        elif t.kind == "weight":
             qp = t.qparams
             axis = {"axis": qp.axis} if qp.axis is not None else {}
             qw = w.const(_int_tensor(f"{t.name}_quantized", quantize(weights[t.name], qp), qp))
@@ -98,7 +119,11 @@ def build_qdq(prepared: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan,
             zp = w.const(_zero_point(f"{t.name}_zero_point", qp))
             rename[t.name] = w.node("DequantizeLinear", [qw, scale, zp], f"{t.name}_dequantized", **axis)
             drop_inits.add(t.name)
-
+    dropped: set[str] = set()
+    for y, h in plan.affine_sources.items():  # y = a·h + b: h's integers read on y's grid
+        scale, zp = params(plan.tensors[y])
+        rename[y] = w.node("DequantizeLinear", [quantized[h], scale, zp], f"{y}_dequantized")
+        dropped.update(lg.affine[y].nodes)
     _corrected_biases(model, plan, w)
     for name, scale in plan.bias_scales.items():
         bias = weights[name].astype(np.float64)
@@ -116,8 +141,16 @@ def build_qdq(prepared: onnx.ModelProto, lg: LayerGraph, plan: QuantPlan,
 
     effective = {t: rename.get(t, t) for t in lg.float_tensors} | rename
     _fp16_islands(model, lg, plan, w, {t: rename.get(t, t) for t in lg.float_tensors})
+    probes: list[onnx.NodeProto] = []
+    if dropped:
+        kept = [n for n in model.graph.node if n.name not in dropped]
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        read = {i for n in (*kept, *w.nodes) for i in n.input} | {o.name for o in model.graph.output}
+        probes = [n for n in w.nodes if n.op_type == "DequantizeLinear" and n.output[0] not in read]
+        w.nodes = [n for n in w.nodes if n not in probes]
     _finish(model, w, drop_inits)
-    return QdqModel(model, effective)
+    return QdqModel(model, effective, tuple(probes))
 
 
 def _corrected_biases(model: onnx.ModelProto, plan: QuantPlan, w: _Writer) -> None:

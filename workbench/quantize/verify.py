@@ -31,14 +31,17 @@ class ReadParams:
 
 def read_qdq_params(model: onnx.ModelProto) -> dict[str, ReadParams]:
     """Tensor name -> parameters, from every QuantizeLinear (activations, keyed by the float
-    tensor it reads) and every DequantizeLinear of an initializer (weights/bias, keyed by the
-    DQ output's float consumer name as written in the file)."""
+    tensor it reads), every DequantizeLinear of an initializer (weights/bias) and every
+    DequantizeLinear that reads another tensor's integers with parameters of its own (a dropped
+    scalar affine chain); those two keyed by the DQ output's name as written in the file."""
     inits = {t.name: t for t in model.graph.initializer}
+    q_params = {n.output[0]: (n.input[1], n.input[2]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
     out: dict[str, ReadParams] = {}
     for node in model.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        if node.op_type == "DequantizeLinear" and node.input[0] not in inits:
+        if node.op_type == "DequantizeLinear" and node.input[0] not in inits and (
+                q_params.get(node.input[0]) == (node.input[1], node.input[2])):
             continue
         zp_t = inits[node.input[2]]
         bits, signed = _ONNX_TO_BITS[zp_t.data_type]
@@ -56,7 +59,7 @@ def verify_qdq(model: onnx.ModelProto, plan: QuantPlan, effective: dict[str, str
     problems = []
     expected = set()
     for t in plan.tensors.values():
-        key = t.name if t.kind == "activation" else effective[t.name]
+        key = t.name if t.kind == "activation" and t.name not in plan.affine_sources else effective[t.name]
         expected.add(key)
         got = found.get(key)
         qp = t.qparams

@@ -1,0 +1,138 @@
+"""A scalar affine chain y = a·h + b (PP-LCNet's learnable affine after each activation) reads h's
+integers on the grid a·s_h: the export drops its Mul/Add, y is h's integers with other parameters,
+and the constant shift of rounding y's zero-point goes into the bias of the layer reading y."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from workbench.graph.layers import find_layers
+from workbench.graph.prepare import prepare
+from workbench.numerics import ErrorAccumulator, quantize
+from workbench.recipe import MinMax, Precision, Symmetry, TensorSpec
+from workbench.runtime import Runner
+from workbench.session import Session
+
+A = 0.5
+
+
+def affine_net(b: float) -> onnx.ModelProto:
+    """x → conv1 (3x3) → HardSwish h → ·A → +b → y → pw (1x1, bias, positive weights: a shift of
+    y moves z by ε·ΣW, well above the other mean errors) → z."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in [
+        ("w1", rng.normal(0, 0.5, (8, 4, 3, 3))), ("b1", rng.normal(0, 0.3, 8)),
+        ("a", [A]), ("b", [b]), ("wp", np.abs(rng.normal(0, 0.5, (6, 8, 1, 1)))), ("bp", rng.normal(0, 0.1, 6))]]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c1"], ["h"], name="hswish"),
+             helper.make_node("Mul", ["h", "a"], ["ha"], name="scale"),
+             helper.make_node("Add", ["ha", "b"], ["y"], name="shift"),
+             helper.make_node("Conv", ["y", "wp", "bp"], ["z"], name="pw")]
+    graph = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                              ["N", 4, 8, 8])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 6, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model
+
+
+def _data(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 1, (n, 4, 8, 8)).astype(np.float32)
+
+
+def _session(b: float) -> Session:
+    s = Session(affine_net(b), progress=False)
+    s.calibrate(_data(32, 1), batch_size=16)
+    return s
+
+
+@pytest.fixture(scope="module")
+def shifted() -> Session:
+    """b chosen so that b / s_y sits 0.45 of a step off the integers: y's zero-point rounds by 0.45."""
+    s_h = float(_session(0.0).plan.tensors["h"].qparams.scale)  # h's grid does not depend on b
+    return _session(-3.45 * A * s_h)
+
+
+def test_the_chain_is_found():
+    prepared, _ = prepare(affine_net(-0.2))
+    link = find_layers(prepared).affine["y"]
+    assert link.source == "h" and link.nodes == ("scale", "shift")
+    assert link.scale == pytest.approx(A) and link.shift == pytest.approx(-0.2)
+
+
+def test_y_reads_h_integers_on_the_scaled_grid(shifted):
+    s = shifted
+    plan = s.plan
+    assert plan.affine_sources == {"y": "h"}
+    h, y = plan.tensors["h"].qparams, plan.tensors["y"].qparams
+    b = float(s.graph.affine["y"].shift)
+    assert float(y.scale) == pytest.approx(A * float(h.scale), rel=1e-6)
+    assert int(y.zero_point) == int(np.rint(int(h.zero_point) - b / float(y.scale)))
+    model = s.quantize()
+    assert not {"scale", "shift"} & {n.name for n in model.graph.node}  # the Mul and Add are gone
+    # oracle: what pw reads is s_y·(QuantizeLinear(h) − z_y), numpy's quantize of the float h
+    _, qdq = s._build()
+    x = _data(4, 7)
+    out = Runner(qdq.with_probes(), outputs=["h", qdq.effective["y"]]).run({"x": x})
+    expected = float(y.scale) * (quantize(out["h"], h).astype(np.float64) - int(y.zero_point))
+    np.testing.assert_allclose(out[qdq.effective["y"]], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_the_zero_point_shift_goes_into_the_reader_bias(shifted):
+    """ε = s_y·(z_h − z_y) − b is 0.45 of a step on every value of y; pw's bias takes back ε·ΣW, so
+    pw's output has no mean error (without it: ε·ΣW per channel)."""
+    s = shifted
+    plan = s.plan
+    h, y = plan.tensors["h"].qparams, plan.tensors["y"].qparams
+    eps = float(y.scale) * (int(h.zero_point) - int(y.zero_point)) - float(s.graph.affine["y"].shift)
+    assert 0.3 * float(y.scale) < abs(eps) < 0.5 * float(y.scale)
+    per_channel = eps * s.weights["wp"].reshape(6, -1).sum(1)
+    np.testing.assert_allclose(plan.values["bp"], s.weights["bp"] - per_channel, rtol=1e-5, atol=1e-7)
+    x = _data(64, 9)
+    ref = Runner(s.prepared).run({"x": x})["z"]
+    got = Runner(s.quantize()).run({"x": x})["z"]
+    mean_error = (got - ref).mean(axis=(0, 2, 3))
+    assert np.all(np.abs(mean_error) < 0.35 * np.abs(per_channel)), (mean_error, per_channel)
+
+
+def test_a_tensor_override_keeps_y_on_a_grid_of_its_own(shifted):
+    s = shifted
+    base = s.recipe
+    s.recipe = base.with_tensor("y", TensorSpec(Precision.INT8, Symmetry.ASYMMETRIC, signed=False, range=MinMax()))
+    try:
+        assert s.plan.affine_sources == {}
+        assert {"scale", "shift"} <= {n.name for n in s.quantize().graph.node}
+    finally:
+        s.recipe = base
+
+
+def test_deployed_graph_has_no_float_ops_and_compare_sees_every_layer(shifted, tmp_path):
+    s = shifted
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(s.quantize().SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert "Add" not in ops and ops.count("Mul") == ops.count("HardSigmoid") == 1, ops  # HardSwish's Mul
+    # h's own DequantizeLinear is read by nothing in the file; compare still measures the HardSwish
+    cmp = s.compare(_data(16, 11), batch_size=8)
+    assert cmp.layers.set_index("layer").loc["hswish", "sqnr_db"] > 20.0
+    z = cmp.outputs.loc["z"]
+    assert z["sqnr_db"] > 25.0 and abs(z["sqnr_db"] - z["deployed_sqnr_db"]) < 0.5
+
+
+def test_linking_removes_a_rounding(shifted):
+    """Output SQNR with the chain linked ≥ with y quantized on its own grid (one rounding more)."""
+    s = shifted
+    x = _data(64, 13)
+    ref = Runner(s.prepared).run({"x": x})["z"]
+    linked = ErrorAccumulator().update(ref, Runner(s.quantize()).run({"x": x})["z"]).sqnr_db
+    base = s.recipe
+    s.recipe = base.with_tensor("y", base.activations)  # the default spec, as an override
+    try:
+        own = ErrorAccumulator().update(ref, Runner(s.quantize()).run({"x": x})["z"]).sqnr_db
+    finally:
+        s.recipe = base
+    assert linked > own, (linked, own)
