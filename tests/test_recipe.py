@@ -28,6 +28,8 @@ def _rich_recipe() -> Recipe:
                                                         granularity=PerChannel(0), range=Mse())))
     r = r.with_tensor("r1", TensorSpec(range=ClipRange(-1.5, 3.25)))
     r = r.with_tensor("mp", TensorSpec(range=Percentile(99.9), power_of_two=True))
+    r = r.with_tensor("c1.w", TensorSpec(Precision.INT8, Symmetry.SYMMETRIC, signed=True, granularity=PerChannel(0),
+                                         range=ClipRange([-0.5, -0.25], [0.5, 0.25])))
     return r.with_tensor("cat", TensorSpec(range=Entropy(), granularity=PerTensor()))
 
 
@@ -38,6 +40,7 @@ def test_json_round_trip_is_identity():
     assert back.to_json() == r.to_json()
     assert back.layers["conv1"].precision is Precision.INT16
     assert back.tensors["r1"].range == ClipRange(-1.5, 3.25)
+    assert back.tensors["c1.w"].range == ClipRange((-0.5, -0.25), (0.5, 0.25))  # per channel
 
 
 @pytest.mark.parametrize("name", list(TARGETS))
@@ -59,6 +62,9 @@ def test_recipe_is_frozen():
     (lambda: TensorSpec(symmetry="symetric"), "symmetry: 'symetric'"),
     (lambda: Percentile(30), "Percentile"),
     (lambda: ClipRange(2.0, 1.0), "lo must be smaller"),
+    (lambda: ClipRange([0.0, 1.0], [1.0, 0.5]), "lo must be smaller"),
+    (lambda: ClipRange([0.0, 1.0], [1.0]), "two lists of the same length"),
+    (lambda: ClipRange([0.0], 1.0), "two lists of the same length"),
     (lambda: LayerSpec(precision="fp16"), "layer precision: 'fp16'"),
     (lambda: TensorSpec(range="minmax"), "range"),
     (lambda: Recipe.from_json("{not json"), "not valid JSON"),

@@ -121,14 +121,27 @@ class Auto:
 
 @dataclass(frozen=True)
 class ClipRange:
-    """An explicit clip range [lo, hi], e.g. a threshold the user dragged."""
+    """An explicit clip range [lo, hi], e.g. a threshold the user dragged; for a per-channel
+    weight also one value per channel (tuples, e.g. imported per-channel scales)."""
 
-    lo: float
-    hi: float
+    lo: float | tuple[float, ...]
+    hi: float | tuple[float, ...]
 
     def __post_init__(self) -> None:
-        if not (self.lo == self.lo and self.hi == self.hi) or self.lo >= self.hi:
+        listed = [isinstance(v, list | tuple) for v in (self.lo, self.hi)]
+        if any(listed):
+            if not all(listed) or len(self.lo) != len(self.hi) or not self.lo:  # type: ignore[arg-type]
+                raise WorkbenchError(f"ClipRange({self.lo}, {self.hi}): per channel, give lo and hi as two lists of "
+                                     "the same length (one value per channel)")
+            object.__setattr__(self, "lo", tuple(float(v) for v in self.lo))  # type: ignore[union-attr]
+            object.__setattr__(self, "hi", tuple(float(v) for v in self.hi))  # type: ignore[union-attr]
+        lo, hi = (self.lo, self.hi) if self.per_channel else ((self.lo,), (self.hi,))
+        if not all(a < b for a, b in zip(lo, hi, strict=True)):
             raise WorkbenchError(f"ClipRange({self.lo}, {self.hi}): lo must be smaller than hi")
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.lo, tuple)
 
 
 RangeRule = MinMax | Percentile | Entropy | Mse | Auto | ClipRange

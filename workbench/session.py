@@ -266,6 +266,8 @@ class Session(HasTraits):
         weights = {layer.weight for layer in self.graph.layers.values() if layer.weight}
         recipe = overrides_to_recipe(source, self.recipe, weights=weights)
         check_names(recipe, self.graph)
+        if self.calibration is not None:  # a grid that cannot be built fails here, not at the next plan
+            build_plan(self.graph, recipe, self.calibration, self.weights, self.target)
         self.recipe = recipe
         return recipe
 

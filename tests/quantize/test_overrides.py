@@ -26,13 +26,13 @@ def test_round_trip_reproduces_the_grid(session, tmp_path):
     assert exported["r1"][0]["quant_type"] == "QUInt8" and exported["c1.w"][0]["axis"] == 0
     fresh = Session(conv_net(), progress=False)
     fresh.calibrate(conv_net_data(8, seed=4))  # different data: the overrides must win
-    fresh.import_overrides({k: v for k, v in exported.items() if "axis" not in v[0]})
+    fresh.import_overrides(exported)  # per-channel weight entries too: one clip range per channel
+    assert fresh.recipe.tensors["c1.w"].range.per_channel
     for name, (entry,) in exported.items():
-        if "axis" in entry:
-            continue
         qp = fresh.plan.tensors[name].qparams
         np.testing.assert_allclose(qp.scale, entry["scale"], rtol=1e-6)
-        assert int(qp.zero_point) == entry["zero_point"]
+        np.testing.assert_array_equal(qp.zero_point, entry["zero_point"])
+        assert qp.axis == entry.get("axis")
 
 
 def test_onnxruntime_reproduces_our_activation_grid(session, tmp_path):
@@ -68,6 +68,9 @@ def test_onnxruntime_reproduces_our_activation_grid(session, tmp_path):
     ({"r1": [{"quant_type": "QInt7"}]}, "QInt7"),
     ({"r1": [{"rmin": 0.0}]}, "both rmin and rmax"),
     ({"r1": [{"scales": 1.0}]}, "unknown key"),
+    ({"r1": [{"scale": [0.1, 0.2], "zero_point": [0, 0], "axis": 1}]}, "activations take one lo and one hi"),
+    ({"c1.w": [{"scale": [0.1, 0.2], "zero_point": [0, 0], "axis": 0}]}, "2 values for an array with 8 channels"),
+    ({"c1.w": [{"scale": [0.1, 0.2], "zero_point": [0, 0]}]}, "and the 'axis'"),
 ])
 def test_bad_overrides_are_errors(session, bad, match):
     before = session.recipe

@@ -54,7 +54,10 @@ def clip_range(hist: Histogram, rule: RangeRule, *, bits: int, symmetric: bool,
     if bits not in SUPPORTED_BITS:
         raise WorkbenchError(f"bits={bits!r}: only 4, 8 and 16-bit integer grids are supported")
     if isinstance(rule, ClipRange):
-        return float(rule.lo), float(rule.hi)
+        if rule.per_channel:
+            raise WorkbenchError("a ClipRange with one value per channel applies to per-channel weights, not to "
+                                 "one histogram; give one lo and one hi")
+        return float(rule.lo), float(rule.hi)  # type: ignore[arg-type]
     if hist.count == 0:
         raise WorkbenchError("clip_range: the histogram holds no finite values; calibrate with data first")
     if isinstance(rule, MinMax):
@@ -261,7 +264,12 @@ def array_clip_range(x: np.ndarray, rule: RangeRule, *, bits: int, symmetric: bo
             raise WorkbenchError(f"array_clip_range: axis {axis} is out of range for shape {a.shape}")
         flat = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
     if isinstance(rule, ClipRange):
-        lo, hi = np.full(flat.shape[0], float(rule.lo)), np.full(flat.shape[0], float(rule.hi))
+        lo, hi = (np.broadcast_to(np.asarray(v, np.float64), (flat.shape[0],)) if np.size(v) in (1, flat.shape[0])
+                  else None for v in (rule.lo, rule.hi))
+        if lo is None or hi is None or (rule.per_channel and axis is None):
+            raise WorkbenchError(f"ClipRange with {np.size(rule.lo)} values for an array with "
+                                 f"{flat.shape[0] if axis is not None else 'no'} channels; give one value per channel "
+                                 "along the weight's channel axis (per-channel granularity) or one value")
     elif isinstance(rule, MinMax):
         lo, hi = flat.min(axis=1), flat.max(axis=1)
     elif isinstance(rule, Percentile):

@@ -83,16 +83,20 @@ def overrides_to_recipe(overrides: Mapping[str, Any], base: Recipe, *, weights: 
 
 
 def _grid_range(e: Mapping[str, Any], spec: TensorSpec, where: str) -> ClipRange:
-    """The clip range whose grid has this scale and zero-point (per-tensor only)."""
-    scale = np.asarray(e["scale"], np.float64)
-    zp = np.asarray(e.get("zero_point", 0), np.float64)
-    if scale.size != 1 or zp.size != 1:
-        raise WorkbenchError(f"{where}: per-channel scale lists are not supported on import; give rmin/rmax "
-                             "or leave the weight to the recipe")
+    """The clip range whose grid has this scale and zero-point (one per channel for lists)."""
+    scale = np.asarray(e["scale"], np.float64).ravel()
+    zp = np.asarray(e.get("zero_point", 0), np.float64).ravel()
+    if zp.size not in (1, scale.size) or (scale.size > 1 and "axis" not in e):
+        raise WorkbenchError(f"{where}: {scale.size} scales and {zp.size} zero-points; per channel, give one of "
+                             "each per channel and the 'axis'")
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise WorkbenchError(f"{where}.scale: must be finite and positive")
     bits = spec.precision.bits
     qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if spec.signed else (0, 2**bits - 1)
-    s, z = float(scale.ravel()[0]), float(zp.ravel()[0])
     if spec.symmetry == Symmetry.SYMMETRIC:
-        amax = s * (2 ** (bits - 1) - 1)
-        return ClipRange(-amax, amax)
-    return ClipRange((qmin - z) * s, (qmax - z) * s)
+        lo, hi = -scale * (2 ** (bits - 1) - 1), scale * (2 ** (bits - 1) - 1)
+    else:
+        lo, hi = (qmin - zp) * scale, (qmax - zp) * scale
+    if scale.size == 1:
+        return ClipRange(float(lo[0]), float(hi[0]))
+    return ClipRange(tuple(lo.tolist()), tuple(hi.tolist()))

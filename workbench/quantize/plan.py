@@ -341,7 +341,10 @@ def spec_qparams(spec: TensorSpec, lo: float | np.ndarray, hi: float | np.ndarra
 
 def _group_range(group: list[str], spec: TensorSpec, calib: Calibration) -> tuple[float, float]:
     if isinstance(spec.range, ClipRange):
-        return spec.range.lo, spec.range.hi
+        if spec.range.per_channel:
+            raise WorkbenchError(f"tensor {group[0]!r}: a ClipRange with one value per channel applies to "
+                                 "per-channel weights; activations take one lo and one hi")
+        return spec.range.lo, spec.range.hi  # type: ignore[return-value]
     ranges = [calib.range(t, spec.range, bits=spec.precision.bits, symmetric=spec.symmetric, signed=spec.signed)
               for t in group if t in calib.histograms]
     if not ranges:
