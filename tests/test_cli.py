@@ -40,7 +40,7 @@ def test_quantize_json_contract(files, capsys):
     assert "<script" not in html and "dwconv" in html
     assert sorted(p.name for p in out.parent.iterdir()) == ["q.onnx", "q.recipe.json", "r.html"]
     recipe = json.loads((files / "out" / "q.recipe.json").read_text())
-    for flag in ("bias_correction", "depthwise_equalization"):  # chosen by the search, recorded
+    for flag in ("bias_correction", "depthwise_equalization", "fold_affine_chains"):  # chosen by the search, recorded
         assert result[flag] is recipe[flag]
 
 

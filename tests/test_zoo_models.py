@@ -35,7 +35,7 @@ def test_zoo_model_quantizes_runs_and_has_layer_table(name, tmp_path):
     s = Session(model, progress=False)
     s.calibrate(calib, batch_size=8)
     candidates = s.search_ranges()
-    assert len(candidates) == 7 and candidates["sqnr_db"].max() > FLOORS[name]
+    assert len(candidates) == 8 and candidates["sqnr_db"].max() > FLOORS[name]
     cmp = s.compare(held_out, batch_size=8)
     layers = cmp.layers
     assert len(layers) > 20

@@ -69,6 +69,7 @@ def _summary(session, comparison) -> dict[str, Any]:
             "activation_range": session.recipe.activations.to_dict()["range"],
             "bias_correction": session.recipe.bias_correction,
             "depthwise_equalization": session.recipe.depthwise_equalization,
+            "fold_affine_chains": session.recipe.fold_affine_chains,
             "layers": layers, "notes": session.notes + session.plan.notes + ([warning] if warning else [])}
 
 

@@ -2,6 +2,8 @@
 integers on the grid a·s_h: the export drops its Mul/Add, y is h's integers with other parameters,
 and the constant shift of rounding y's zero-point goes into the bias of the layer reading y."""
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -97,10 +99,14 @@ def test_the_zero_point_shift_goes_into_the_reader_bias(shifted):
     assert np.all(np.abs(mean_error) < 0.35 * np.abs(per_channel)), (mean_error, per_channel)
 
 
-def test_a_tensor_override_keeps_y_on_a_grid_of_its_own(shifted):
+@pytest.mark.parametrize("change", ["override", "switch"])
+def test_a_tensor_override_or_the_switch_keeps_y_on_a_grid_of_its_own(shifted, change):
     s = shifted
     base = s.recipe
-    s.recipe = base.with_tensor("y", TensorSpec(Precision.INT8, Symmetry.ASYMMETRIC, signed=False, range=MinMax()))
+    if change == "override":
+        s.recipe = base.with_tensor("y", TensorSpec(Precision.INT8, Symmetry.ASYMMETRIC, signed=False, range=MinMax()))
+    else:
+        s.recipe = replace(base, fold_affine_chains=False)
     try:
         assert s.plan.affine_sources == {}
         assert {"scale", "shift"} <= {n.name for n in s.quantize().graph.node}

@@ -152,12 +152,12 @@ def test_recipe_json_round_trip():
     assert Recipe.from_dict({"bias_correction": False}) == replace(Recipe(), bias_correction=False)
 
 
-def test_search_tries_bias_correction_and_equalization_both_ways():
+def test_search_tries_bias_correction_equalization_and_affine_chains_both_ways():
     s = Session(conv_net(), progress=False)
     s.calibrate(conv_net_data(64), batch_size=16)
     table = s.search_ranges()
     rules, default = table.iloc[:5], Recipe()
-    assert len(table) == 7 and set(rules["bias_correction"]) == {default.bias_correction}
+    assert len(table) == 8 and set(rules["bias_correction"]) == {default.bias_correction}
     assert set(rules["depthwise_equalization"]) == {default.depthwise_equalization}
     # the sixth candidate is the best rule with bias correction switched
     assert table.iloc[5]["rule"] == rules.loc[rules["sqnr_db"].idxmax(), "rule"]
@@ -165,9 +165,14 @@ def test_search_tries_bias_correction_and_equalization_both_ways():
     # the seventh: the better of those two with equalization switched
     assert bool(table.iloc[6]["depthwise_equalization"]) != default.depthwise_equalization
     assert table.iloc[6]["bias_correction"] == table.iloc[:6].loc[table.iloc[:6]["sqnr_db"].idxmax(), "bias_correction"]
+    # the eighth: the best so far with the scalar affine chains (conv_net's 0.5·mp) left in float
+    assert bool(table.iloc[7]["fold_affine_chains"]) != default.fold_affine_chains
+    assert table.iloc[7]["depthwise_equalization"] == table.iloc[:7].loc[table.iloc[:7]["sqnr_db"].idxmax(),
+                                                                          "depthwise_equalization"]
     best = table.loc[table["sqnr_db"].idxmax()]
     assert s.recipe.bias_correction == best["bias_correction"]
     assert s.recipe.depthwise_equalization == best["depthwise_equalization"]
+    assert s.recipe.fold_affine_chains == best["fold_affine_chains"]
     assert s.recipe.to_dict()["activations"]["range"]["rule"] == best["rule"]
     assert any("bias correction" in n and "depthwise equalization" in n for n in s.notes)
     s2 = Session(conv_net(), progress=False)

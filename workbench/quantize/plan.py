@@ -184,7 +184,7 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
         qp = spec_qparams(spec, lo, hi, axis=axis)
         plans[name] = TensorPlan(name, "weight", spec, qp, name)
 
-    affine = _affine_grids(lg, recipe, plans, notes)
+    affine = _affine_grids(lg, recipe, plans, notes) if recipe.fold_affine_chains else {}
     target.check((f"tensor '{p.name}'", p.spec, p.kind == "weight") for p in plans.values())
     if fixed_groups:
         notes.append(f"{len(fixed_groups)} output(s) of Sigmoid/HardSigmoid/Softmax/Tanh use the op's fixed range "
@@ -236,7 +236,8 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
     negligible (≤ ``NEGLIGIBLE_SHIFT·s_y``) ``y`` is linked only where every reader is a Conv/Gemm
     whose bias takes ``ε·ΣW`` back (:func:`_compensate_affine_shifts`). Only for ``a > 0``, a
     per-tensor ``h`` of the same integer type, ``z_y`` inside the type's range, no tensor override
-    on ``y`` and ``y``'s group made of ``y`` and its pass-through outputs. Returns ``{y: h}``."""
+    on ``y`` and ``y``'s group made of ``y`` and its pass-through outputs; ``Recipe.fold_affine_chains``
+    off leaves every chain in float. Returns ``{y: h}``."""
     out: dict[str, str] = {}
     members: dict[str, list[str]] = {}
     for t, p in plans.items():
@@ -277,7 +278,7 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
         y = next(iter(out))
         notes.append(f"{len(out)} scalar affine chain(s) y = a·h + b read h's integers on the grid a·s_h (e.g. "
                      f"{y!r} from {out[y]!r}): no second rounding, and the export drops the Mul/Add; a tensor "
-                     "override on y gives it a grid of its own")
+                     "override on y gives it a grid of its own, Recipe.fold_affine_chains=False all of them")
     return out
 
 
@@ -556,14 +557,22 @@ def _compensate_affine_shifts(lg: LayerGraph, plans: dict[str, TensorPlan], affi
 
 
 def _absorbs_shift(y: str, lg: LayerGraph, plans: dict[str, TensorPlan]) -> bool:
-    """Whether every reader of ``y`` is a Conv/Gemm with integer weights that reads it as its
-    input and has a bias of its own (or none yet): a constant shift of ``y`` moves into it."""
+    """Whether every reader of ``y`` is a Conv without padding or a Gemm, with integer weights,
+    reading it as its input and with a bias of its own (or none yet): a constant shift of ``y``
+    moves into that bias exactly. (A padded Conv reads zeros at the border, where the shift is
+    not: its bias cannot take it back there, and on the small feature maps of an OCR
+    recogniser the border is most of the map.)"""
     for node in lg.consumers.get(y, []):
         layer = lg.layers.get(node.name)
         if (layer is None or layer.op_type not in ("Conv", "Gemm") or layer.inputs != (y,) or node.input[0] != y
-                or layer.weight not in plans or (layer.bias is not None and len(lg.consumers[layer.bias]) != 1)):
+                or layer.weight not in plans or (layer.bias is not None and len(lg.consumers[layer.bias]) != 1)
+                or any(_ints(node, "pads") or []) or _attr_s(node, "auto_pad") in ("SAME_UPPER", "SAME_LOWER")):
             return False
     return True
+
+
+def _attr_s(node, name: str) -> str:
+    return next((a.s.decode() for a in node.attribute if a.name == name), "")
 
 
 def _fits(bias: np.ndarray, n: int) -> bool:
