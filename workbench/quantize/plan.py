@@ -51,6 +51,11 @@ from workbench.targets import Target
 
 #: A constant shift of an affine-linked activation below this share of its grid step is left alone.
 NEGLIGIBLE_SHIFT = 0.02
+#: A padded Conv takes an affine-linked input's constant shift into its bias if at most this share of
+#: its output positions read padding (there the bias over-corrects).
+BORDER_SHARE = 0.1
+#: An affine chain's shift b of at least this many steps of y's grid moves h's step to make it whole.
+REGRID_STEPS = 8
 #: Largest |int32 bias|: half the int32 range, the other half left to the products' sum.
 BIAS_LIMIT = 2**30
 
@@ -184,7 +189,8 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
         qp = spec_qparams(spec, lo, hi, axis=axis)
         plans[name] = TensorPlan(name, "weight", spec, qp, name)
 
-    affine = _affine_grids(lg, recipe, plans, notes) if recipe.fold_affine_chains else {}
+    affine = (_affine_grids(lg, recipe, plans, fixed_groups, weights, calib, notes) if recipe.fold_affine_chains
+              else {})
     target.check((f"tensor '{p.name}'", p.spec, p.kind == "weight") for p in plans.values())
     if fixed_groups:
         notes.append(f"{len(fixed_groups)} output(s) of Sigmoid/HardSigmoid/Softmax/Tanh use the op's fixed range "
@@ -223,7 +229,8 @@ def _fixed_range(group: list[str], lg: LayerGraph, recipe: Recipe) -> tuple[floa
     return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
-def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], notes: list[str]) -> dict[str, str]:
+def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], fixed_groups: list[str],
+                  weights: dict[str, np.ndarray], calib: Calibration, notes: list[str]) -> dict[str, str]:
     """Give ``y = a·h + b`` (a scalar affine chain, :class:`~workbench.graph.layers.AffineLink`)
     the image of ``h``'s grid instead of a grid of its own::
 
@@ -233,12 +240,15 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
     drops the chain (onnxruntime ran it in float between two Q/DQ pairs). Rounding ``z_y`` moves
     every value of ``y`` by the same ``ε = s_y·(z_h − z_y) − b`` (|ε| ≤ s_y/2); a constant error does
     not average out downstream (one such shift cost an OCR recogniser 6 dB), so unless it is
-    negligible (≤ ``NEGLIGIBLE_SHIFT·s_y``) ``y`` is linked only where every reader is a Conv/Gemm
-    whose bias takes ``ε·ΣW`` back (:func:`_compensate_affine_shifts`). Only for ``a > 0``, a
+    negligible (≤ ``NEGLIGIBLE_SHIFT·s_y``) ``y`` is linked only where every reader is a Conv (with
+    little padding) or a Gemm whose bias takes ``ε·ΣW`` back (:func:`_compensate_affine_shifts`), or where
+    ``b`` spans at least ``REGRID_STEPS`` of y's steps: then h's step is set so that ``b/s_y`` is a
+    whole number (h's grid moves by at most ``1/(2·REGRID_STEPS)``, ε = 0). Only for ``a > 0``, a
     per-tensor ``h`` of the same integer type, ``z_y`` inside the type's range, no tensor override
     on ``y`` and ``y``'s group made of ``y`` and its pass-through outputs; ``Recipe.fold_affine_chains``
     off leaves every chain in float. Returns ``{y: h}``."""
     out: dict[str, str] = {}
+    regridded: set[str] = set()
     members: dict[str, list[str]] = {}
     for t, p in plans.items():
         if p.kind == "activation":
@@ -261,16 +271,32 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
         group = members[y]
         if not set(group) <= reach:
             continue
-        h = hp.qparams
-        scale = np.float32(link.scale * float(h.scale))
-        zp = int(np.rint(float(h.zero_point) - link.shift / float(scale)))
-        if not (h.qmin <= zp <= h.qmax) or not np.isfinite(scale) or scale <= 0:
+        qp = _affine_grid(link, hp.qparams)
+        if qp is None:
             continue
-        qp = QParams(scale, np.int64(zp), h.bits, h.signed)
-        eps = _affine_shift(link, qp, h)
-        if abs(eps) > NEGLIGIBLE_SHIFT * float(scale) and not (group == [y] and _absorbs_shift(y, lg, plans)):
-            continue
-        lo, hi = float(scale) * (h.qmin - zp), float(scale) * (h.qmax - zp)
+        eps = _affine_shift(link, qp, hp.qparams)
+        if abs(eps) > NEGLIGIBLE_SHIFT * float(qp.scale) and not (
+                group == [y] and _absorbs_shift(y, lg, plans, weights, calib)):
+            # make b a whole number of y's steps instead: h's step changes by at most 1 / (2·REGRID_STEPS)
+            steps = link.shift / float(qp.scale)
+            h_group = members[hp.group]
+            if (abs(steps) < REGRID_STEPS or hp.group in regridded or hp.group in fixed_groups
+                    or any(t in recipe.tensors for t in h_group)):
+                continue
+            h = hp.qparams
+            h_step = np.float32(link.shift / (link.scale * round(steps)))
+            h_zp = h.zero_point if hp.spec.symmetric else np.clip(np.rint(h.qmin - hp.lo / h_step), h.qmin, h.qmax)
+            h_qp = QParams(h_step, np.int64(h_zp), h.bits, h.signed)
+            qp = _affine_grid(link, h_qp)
+            if qp is None or abs(_affine_shift(link, qp, h_qp)) > NEGLIGIBLE_SHIFT * float(qp.scale):
+                continue
+            h_lo, h_hi = float(h_step) * (h.qmin - int(h_zp)), float(h_step) * (h.qmax - int(h_zp))
+            for t in h_group:
+                plans[t] = replace(plans[t], qparams=h_qp, lo=h_lo, hi=h_hi)
+            regridded.add(hp.group)
+        h = plans[link.source].qparams
+        zp, scale = int(qp.zero_point), float(qp.scale)
+        lo, hi = scale * (h.qmin - zp), scale * (h.qmax - zp)
         for t in group:
             plans[t] = replace(plans[t], spec=replace(plans[t].spec, signed=h.signed), qparams=qp, lo=lo, hi=hi)
         out[y] = link.source
@@ -405,17 +431,15 @@ def _ints(node, name: str) -> list[int] | None:
     return None
 
 
-def tap_coverage(node, kernel: tuple[int, ...], spatial: tuple[int, ...] | None) -> np.ndarray:
-    """Per kernel tap of a Conv, the share of output positions where it reads real input rather
-    than zero padding (1 everywhere without padding or without a known input size)."""
-    if spatial is None or len(spatial) != len(kernel):
-        return np.ones(kernel)
+def _tap_positions(node, kernel: tuple[int, ...], spatial: tuple[int, ...]) -> list[np.ndarray] | None:
+    """Per spatial dim of a Conv, the input index each (output position, tap) reads: ``[out, k]``
+    arrays (outside ``[0, size)`` = zero padding); None if the output would be empty."""
     n = len(kernel)
     strides = _ints(node, "strides") or [1] * n
     dilations = _ints(node, "dilations") or [1] * n
     pads = _ints(node, "pads") or [0] * (2 * n)
     auto = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
-    cover = np.ones(())
+    out = []
     for i, (size, k) in enumerate(zip(spatial, kernel, strict=True)):
         s, d = strides[i], dilations[i]
         if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -426,13 +450,32 @@ def tap_coverage(node, kernel: tuple[int, ...], spatial: tuple[int, ...] | None)
             begin = end = 0
         else:
             begin, end = pads[i], pads[i + n]
-        out = (size + begin + end - d * (k - 1) - 1) // s + 1
-        if out <= 0:
-            return np.ones(kernel)
-        idx = np.arange(out)[:, None] * s - begin + np.arange(k)[None, :] * d  # [out, k]
-        frac = ((idx >= 0) & (idx < size)).mean(0)
-        cover = np.multiply.outer(cover, frac)
+        positions = (size + begin + end - d * (k - 1) - 1) // s + 1
+        if positions <= 0:
+            return None
+        out.append(np.arange(positions)[:, None] * s - begin + np.arange(k)[None, :] * d)
+    return out
+
+
+def tap_coverage(node, kernel: tuple[int, ...], spatial: tuple[int, ...] | None) -> np.ndarray:
+    """Per kernel tap of a Conv, the share of output positions where it reads real input rather
+    than zero padding (1 everywhere without padding or without a known input size)."""
+    idx = _tap_positions(node, kernel, spatial) if spatial is not None and len(spatial) == len(kernel) else None
+    if idx is None:
+        return np.ones(kernel)
+    cover = np.ones(())
+    for i, size in zip(idx, spatial, strict=True):
+        cover = np.multiply.outer(cover, ((i >= 0) & (i < size)).mean(0))
     return cover
+
+
+def border_share(node, kernel: tuple[int, ...], spatial: tuple[int, ...] | None) -> float:
+    """Share of a Conv's output positions where some tap reads zero padding (1 if unknown)."""
+    idx = _tap_positions(node, kernel, spatial) if spatial is not None and len(spatial) == len(kernel) else None
+    if idx is None:
+        return 1.0
+    inside = np.prod([((i >= 0) & (i < size)).all(1).mean() for i, size in zip(idx, spatial, strict=True)])
+    return float(1.0 - inside)
 
 
 def weight_mean_shift(op_type: str, node, w: np.ndarray, w_q: np.ndarray, mu: np.ndarray,
@@ -529,6 +572,15 @@ def _bias_correction(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict
                         "left as they are" if no_bias else ""))
 
 
+def _affine_grid(link: AffineLink, h: QParams) -> QParams | None:
+    """``y``'s grid as the image of ``h``'s (None where ``z_y`` falls outside the type's range)."""
+    scale = np.float32(link.scale * float(h.scale))
+    zp = int(np.rint(float(h.zero_point) - link.shift / float(scale)))
+    if not (h.qmin <= zp <= h.qmax) or not np.isfinite(scale) or scale <= 0:
+        return None
+    return QParams(scale, np.int64(zp), h.bits, h.signed)
+
+
 def _affine_shift(link: AffineLink, y: QParams, h: QParams) -> float:
     """``ε = s_y·(z_h − z_y) − b``: what reading ``h``'s integers on ``y``'s grid adds to ``y``."""
     return float(np.float64(y.scale) * (int(h.zero_point) - int(y.zero_point)) - link.shift)
@@ -556,23 +608,23 @@ def _compensate_affine_shifts(lg: LayerGraph, plans: dict[str, TensorPlan], affi
                 biases.subtract(layer, node, delta)
 
 
-def _absorbs_shift(y: str, lg: LayerGraph, plans: dict[str, TensorPlan]) -> bool:
-    """Whether every reader of ``y`` is a Conv without padding or a Gemm, with integer weights,
-    reading it as its input and with a bias of its own (or none yet): a constant shift of ``y``
-    moves into that bias exactly. (A padded Conv reads zeros at the border, where the shift is
-    not: its bias cannot take it back there, and on the small feature maps of an OCR
-    recogniser the border is most of the map.)"""
+def _absorbs_shift(y: str, lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict[str, np.ndarray],
+                   calib: Calibration) -> bool:
+    """Whether every reader of ``y`` is a Conv or Gemm with integer weights, reading it as its
+    input and with a bias of its own (or none yet): a constant shift of ``y`` moves into that bias.
+    A padded Conv reads zeros at the border, where the shift is not, so there its bias takes it
+    back only on average: allowed where at most ``BORDER_SHARE`` of its outputs touch padding (on
+    the small feature maps of an OCR recogniser the border is most of the map)."""
+    stats = calib.means.get(y)
     for node in lg.consumers.get(y, []):
         layer = lg.layers.get(node.name)
         if (layer is None or layer.op_type not in ("Conv", "Gemm") or layer.inputs != (y,) or node.input[0] != y
-                or layer.weight not in plans or (layer.bias is not None and len(lg.consumers[layer.bias]) != 1)
-                or any(_ints(node, "pads") or []) or _attr_s(node, "auto_pad") in ("SAME_UPPER", "SAME_LOWER")):
+                or layer.weight not in plans or (layer.bias is not None and len(lg.consumers[layer.bias]) != 1)):
+            return False
+        kernel = tuple(weights[layer.weight].shape[2:])
+        if layer.op_type == "Conv" and border_share(node, kernel, stats.spatial if stats else None) > BORDER_SHARE:
             return False
     return True
-
-
-def _attr_s(node, name: str) -> str:
-    return next((a.s.decode() for a in node.attribute if a.name == name), "")
 
 
 def _fits(bias: np.ndarray, n: int) -> bool:
