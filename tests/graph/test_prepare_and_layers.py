@@ -109,3 +109,24 @@ def test_relu_fuses_into_a_residual_add(tmp_path):
     ort.InferenceSession(s.quantize().SerializeToString(), so, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
     assert ops.count("QLinearAdd") == 1 and "Relu" not in ops and ops.count("QuantizeLinear") == 1, ops  # x only
+
+
+def test_sigmoid_fuses_into_a_squeeze_excitation_conv_only():
+    """conv → Sigmoid on a [N, C, 1, 1] gate fuses (its logits stay float); on a spatial map it does not."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), n)
+             for n, s in [("w1", (4, 3, 3, 3)), ("ws", (4, 4, 1, 1)), ("wm", (4, 4, 1, 1))]]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("GlobalAveragePool", ["r1"], ["pooled"], name="gap"),
+             helper.make_node("Conv", ["pooled", "ws"], ["logits"], name="se_conv"),
+             helper.make_node("Sigmoid", ["logits"], ["gate"], name="se_gate"),
+             helper.make_node("Mul", ["r1", "gate"], ["excited"], name="excite"),
+             helper.make_node("Conv", ["excited", "wm"], ["m"], name="map_conv"),
+             helper.make_node("Sigmoid", ["m"], ["y"], name="map_sigmoid")]
+    g = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    prepared, _ = prepare(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    layers = find_layers(prepared).layers
+    assert layers["se_conv"].fused == ("se_gate",) and layers["se_conv"].output == "gate"
+    assert layers["map_conv"].fused == () and "map_sigmoid" in layers

@@ -142,3 +142,44 @@ def test_linking_removes_a_rounding(shifted):
     finally:
         s.recipe = base
     assert linked > own, (linked, own)
+
+
+def padded_affine_net(b: float) -> onnx.ModelProto:
+    """affine_net with a 3x3, pad-1 depthwise reader on a 4x4 map: 75 % of its outputs touch the
+    border, where its bias cannot take a constant shift of y back."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in [
+        ("w1", rng.normal(0, 0.5, (8, 4, 3, 3))), ("b1", rng.normal(0, 0.3, 8)),
+        ("a", [A]), ("b", [b]), ("wd", np.abs(rng.normal(0, 0.5, (8, 1, 3, 3)))), ("bd", rng.normal(0, 0.1, 8))]]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c1"], ["h"], name="hswish"),
+             helper.make_node("Mul", ["h", "a"], ["ha"], name="scale"),
+             helper.make_node("Add", ["ha", "b"], ["y"], name="shift"),
+             helper.make_node("Conv", ["y", "wd", "bd"], ["z"], name="dw", pads=[1, 1, 1, 1], group=8)]
+    graph = helper.make_graph(nodes, "padded", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                              ["N", 4, 4, 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("steps, linked", [(3.45, False), (9.4, True)])
+def test_padded_reader_links_only_where_h_step_makes_b_whole(steps, linked):
+    """b of 3.45 steps of y: the shift cannot go into the padded reader's bias, y keeps its own grid.
+    b of 9.4 steps: h's step grows by 9.4/9 (< 1/16 off) so that b is exactly 9 steps, no shift."""
+    def session(b: float) -> Session:
+        s = Session(padded_affine_net(b), progress=False)
+        s.calibrate(np.random.default_rng(1).normal(0, 1, (32, 4, 4, 4)).astype(np.float32), batch_size=16)
+        return s
+
+    s_h = float(session(0.0).plan.tensors["h"].qparams.scale)
+    s = session(-steps * A * s_h)
+    plan = s.plan
+    assert (plan.affine_sources == {"y": "h"}) is linked
+    if linked:
+        h, y = plan.tensors["h"].qparams, plan.tensors["y"].qparams
+        assert float(h.scale) == pytest.approx(s_h * steps / 9, rel=1e-5)  # h's step moved by < 1/16
+        shift = float(y.scale) * (int(h.zero_point) - int(y.zero_point)) - float(s.graph.affine["y"].shift)
+        assert abs(shift) < 1e-6 * float(y.scale)
+        assert "bd" not in plan.values  # nothing to take back
