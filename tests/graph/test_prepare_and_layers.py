@@ -111,8 +111,9 @@ def test_relu_fuses_into_a_residual_add(tmp_path):
     assert ops.count("QLinearAdd") == 1 and "Relu" not in ops and ops.count("QuantizeLinear") == 1, ops  # x only
 
 
-def test_sigmoid_fuses_into_a_squeeze_excitation_conv_only():
-    """conv → Sigmoid on a [N, C, 1, 1] gate fuses (its logits stay float); on a spatial map it does not."""
+def test_sigmoid_fuses_into_the_weighted_layer_before_it():
+    """conv → Sigmoid fuses (its logits stay float), on a squeeze-excitation gate and on a map alike;
+    a Sigmoid after a pooling op stays a layer of its own."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), n)
              for n, s in [("w1", (4, 3, 3, 3)), ("ws", (4, 4, 1, 1)), ("wm", (4, 4, 1, 1))]]
@@ -123,10 +124,12 @@ def test_sigmoid_fuses_into_a_squeeze_excitation_conv_only():
              helper.make_node("Sigmoid", ["logits"], ["gate"], name="se_gate"),
              helper.make_node("Mul", ["r1", "gate"], ["excited"], name="excite"),
              helper.make_node("Conv", ["excited", "wm"], ["m"], name="map_conv"),
-             helper.make_node("Sigmoid", ["m"], ["y"], name="map_sigmoid")]
+             helper.make_node("Sigmoid", ["m"], ["sm"], name="map_sigmoid"),
+             helper.make_node("AveragePool", ["sm"], ["p"], name="pool", kernel_shape=[2, 2]),
+             helper.make_node("Sigmoid", ["p"], ["y"], name="pool_sigmoid")]
     g = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 7, 7])], inits)
     prepared, _ = prepare(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
     layers = find_layers(prepared).layers
     assert layers["se_conv"].fused == ("se_gate",) and layers["se_conv"].output == "gate"
-    assert layers["map_conv"].fused == () and "map_sigmoid" in layers
+    assert layers["map_conv"].fused == ("map_sigmoid",) and "pool_sigmoid" in layers

@@ -160,3 +160,31 @@ def test_sigmoid_output_takes_the_fixed_range():
     s.recipe = s.recipe.with_tensor("sig", spec)
     t = s.plan.tensors["sig"]
     assert t.hi == pytest.approx(observed.max)
+
+
+def test_per_channel_tails_follow_the_wide_channels():
+    """Two wide channels among 64 narrow ones: a (127, 127) weight pair on them saturates whenever both
+    are above ~129, which the tensor-wide tail (the narrow channels' mass) hides; on two narrow
+    channels it never does. Equal channels: the same bound as without them."""
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0, 60, (32, 64, 4, 4))
+    raw[:, :2] = rng.uniform(0, 255, (32, 2, 4, 4))
+    x = (raw * 0.01).astype(np.float32)
+    h = Histogram().update(x)
+    channels = (x.min(axis=(0, 2, 3)), x.max(axis=(0, 2, 3)))
+
+    def risks(first: int) -> tuple[float, float]:
+        w = np.zeros((4, 64, 1, 1), np.int8)
+        w[:, first:first + 2] = 127
+        return (saturation_risk(h, 0.01, 0, w, "Conv", 0),
+                saturation_risk(h, 0.01, 0, w, "Conv", 0, channels=channels))
+
+    tensor_wide, per_channel = risks(0)
+    assert per_channel > 5 * tensor_wide and per_channel > 0.5
+    tensor_wide, per_channel = risks(2)
+    assert per_channel < tensor_wide / 5
+    same = (np.full(64, 0.0), np.full(64, 2.0))
+    w = np.zeros((4, 64, 1, 1), np.int8)
+    w[:, :2] = 127
+    assert saturation_risk(h, 0.01, 0, w, "Conv", 0, channels=same) == pytest.approx(
+        saturation_risk(h, 0.01, 0, w, "Conv", 0))

@@ -8,10 +8,11 @@ its weight and bias initializers and its output. Placement follows onnxruntime a
   output is the activation's output. onnxruntime's integer kernels clamp to the output grid,
   which is the Relu/Clip when the grid starts at its bound; a QDQ pair between them would
   quantize the pre-activation range (negatives included) once more and leave a requantizing
-  DQ → Q pair in the deployed graph. So is a Sigmoid/HardSigmoid after a Conv whose output
-  has one value per channel (``[N, C, 1, 1]``: a squeeze-excitation gate): its logits are not
-  quantized (NNCF and TensorRT fuse them too), which cost MediaPipe's selfie segmenter 1.5 dB,
-  while the float convolution onnxruntime then runs on a 1×1 map costs nothing measurable;
+  DQ → Q pair in the deployed graph. So is a Sigmoid/HardSigmoid/Tanh after a weighted layer
+  (TensorRT and NNCF fuse them too): the logits are not quantized, only the fixed-range output.
+  Quantized, a segmentation head's logits cost MediaPipe's selfie segmenter 1.5 dB. onnxruntime
+  then runs that layer in float: free for a ConvTranspose (float on CPU anyway), a squeeze-
+  excitation gate's 1×1 conv or a classifier head, the only such layers in the zoo;
 - shape-only ops (Reshape, Transpose, MaxPool, ...) are *pass-through*: their output shares
   the quantization parameters of their input (one group), so they can run in int8;
 - Concat inputs and output share one scale where the target asks for it;
@@ -50,7 +51,7 @@ PASS_THROUGH = {
     "Identity", "Slice", "Split", "DepthToSpace", "SpaceToDepth", "Expand", "Tile",
 }
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
-GATES = {"Sigmoid", "HardSigmoid"}  # fused into a Conv/Gemm/MatMul whose output is one value per channel
+GATES = {"Sigmoid", "HardSigmoid", "Tanh"}  # fixed-range ops fused into a preceding weighted layer
 ELEMENTWISE = {"Add", "Mul"}  # layers only when both operands are activations
 FUSE_INTO = WEIGHTED | ELEMENTWISE  # ops a following Relu/Clip fuses into
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
@@ -223,19 +224,12 @@ def _affine_links(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], is
     return links
 
 
-def _per_channel(shape: list[int | None] | None) -> bool:
-    """An [N, C, 1, …] tensor: one value per channel (a squeeze-excitation gate's logits)."""
-    return shape is not None and len(shape) >= 3 and all(d == 1 for d in shape[2:])
-
-
 def find_layers(model: onnx.ModelProto) -> LayerGraph:
     """Find the layers of a prepared float graph (shape inference already run)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     types = {v.name: v.type.tensor_type.elem_type
              for v in (*graph.input, *graph.output, *graph.value_info)}
-    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-              for v in (*graph.input, *graph.output, *graph.value_info) if v.type.tensor_type.HasField("shape")}
     types.update({t.name: t.data_type for t in graph.initializer})
     producers = {o: n for n in graph.node for o in n.output if o}
     derived = _data_independent_of_floats(graph, inits, types)
@@ -282,7 +276,7 @@ def find_layers(model: onnx.ModelProto) -> LayerGraph:
         output = node.output[0]
         fused: list[str] = []
         nxt = consumers.get(output, [])
-        fusable = FUSABLE_ACTIVATIONS | (GATES if op in WEIGHTED and _per_channel(shapes.get(output)) else set())
+        fusable = FUSABLE_ACTIVATIONS | (GATES if op in WEIGHTED else set())
         if op in FUSE_INTO and len(nxt) == 1 and nxt[0].op_type in fusable \
                 and output not in graph_outputs and is_act(nxt[0].output[0]):
             act = nxt[0]

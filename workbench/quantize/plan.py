@@ -331,7 +331,7 @@ def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weight
         xq = xp.qparams
         risk = saturation_risk(calib.histograms[layer.inputs[0]], float(xq.scale), int(xq.zero_point),
                                quantize(w, wp.qparams), layer.op_type, wp.qparams.axis,
-                               raw_offset=128 if xq.signed else 0)
+                               raw_offset=128 if xq.signed else 0, channels=calib.channel_range(layer.inputs[0]))
         if risk <= RISK_THRESHOLD:
             continue
         qp = wp.qparams
