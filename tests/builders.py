@@ -50,6 +50,16 @@ def conv_net(seed: int = 0, opset: int = 13, batch: int | str = "N") -> onnx.Mod
     return model
 
 
+def one_io_model(name: str, nodes: list, inits: list, x_shape: list, y_shape: list, *, opset: int = 13,
+                 x: str = "x", y: str = "y") -> onnx.ModelProto:
+    """A float model with one input ``x`` and one output ``y`` around ``nodes`` (IR version 8)."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(x, TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info(y, TensorProto.FLOAT, y_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
 def conv_net_data(n: int = 64, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.normal(0, 1, (n, 3, 16, 16)).astype(np.float32)

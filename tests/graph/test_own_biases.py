@@ -4,8 +4,9 @@ layer's scale s_in·s_w, and onnxruntime fuses DQ → Conv → Q only when it do
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from tests.builders import one_io_model
 from workbench.graph.prepare import own_biases, prepare
 from workbench.runtime import Runner
 from workbench.session import Session
@@ -22,12 +23,7 @@ def shared_bias_net() -> onnx.ModelProto:
              helper.make_node("Conv", ["ra", "wc", "b"], ["c"], name="conv_c", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"], name="relu_c"),
              helper.make_node("Conv", ["r", "wc", "b"], ["y"], name="conv_y", pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(nodes, "shared_bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                    ["N", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
+    return one_io_model("shared_bias", nodes, inits, ["N", 3, 8, 8], ["N", 4, 8, 8])
 
 
 def test_each_conv_gets_its_own_copy_and_the_function_is_unchanged():

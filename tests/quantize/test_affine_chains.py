@@ -8,8 +8,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from tests.builders import one_io_model
 from workbench.graph.layers import find_layers
 from workbench.graph.prepare import prepare
 from workbench.numerics import ErrorAccumulator, quantize
@@ -20,24 +21,24 @@ from workbench.session import Session
 A = 0.5
 
 
-def affine_net(b: float) -> onnx.ModelProto:
-    """x → conv1 (3x3) → HardSwish h → ·A → +b → y → pw (1x1, bias, positive weights: a shift of
-    y moves z by ε·ΣW, well above the other mean errors) → z."""
+def affine_net(b: float, *, padded: bool = False) -> onnx.ModelProto:
+    """x → conv1 (3x3) → HardSwish h → ·A → +b → y → reader → z. The reader is a 1x1 conv (bias,
+    positive weights: a shift of y moves z by ε·ΣW, well above the other mean errors) on an 8x8
+    map, or (``padded``) a 3x3 pad-1 depthwise conv on a 4x4 map: 75 % of its outputs touch
+    the border, where its bias cannot take a constant shift of y back."""
     rng = np.random.default_rng(0)
+    size, out = (4, 8) if padded else (8, 6)
+    reader = (np.abs(rng.normal(0, 0.5, (8, 1, 3, 3))) if padded else np.abs(rng.normal(0, 0.5, (6, 8, 1, 1))))
     inits = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in [
         ("w1", rng.normal(0, 0.5, (8, 4, 3, 3))), ("b1", rng.normal(0, 0.3, 8)),
-        ("a", [A]), ("b", [b]), ("wp", np.abs(rng.normal(0, 0.5, (6, 8, 1, 1)))), ("bp", rng.normal(0, 0.1, 6))]]
+        ("a", [A]), ("b", [b]), ("wr", reader), ("br", rng.normal(0, 0.1, out))]]
+    attrs = {"pads": [1, 1, 1, 1], "group": 8} if padded else {}
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("HardSwish", ["c1"], ["h"], name="hswish"),
              helper.make_node("Mul", ["h", "a"], ["ha"], name="scale"),
              helper.make_node("Add", ["ha", "b"], ["y"], name="shift"),
-             helper.make_node("Conv", ["y", "wp", "bp"], ["z"], name="pw")]
-    graph = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                              ["N", 4, 8, 8])],
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 6, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    return model
+             helper.make_node("Conv", ["y", "wr", "br"], ["z"], name="reader", **attrs)]
+    return one_io_model("affine", nodes, inits, ["N", 4, size, size], ["N", out, size, size], opset=14, y="z")
 
 
 def _data(n: int, seed: int) -> np.ndarray:
@@ -74,7 +75,7 @@ def test_y_reads_h_integers_on_the_scaled_grid(shifted):
     assert int(y.zero_point) == int(np.rint(int(h.zero_point) - b / float(y.scale)))
     model = s.quantize()
     assert not {"scale", "shift"} & {n.name for n in model.graph.node}  # the Mul and Add are gone
-    # oracle: what pw reads is s_y·(QuantizeLinear(h) − z_y), numpy's quantize of the float h
+    # oracle: what the reader reads is s_y·(QuantizeLinear(h) − z_y), numpy's quantize of the float h
     _, qdq = s._build()
     x = _data(4, 7)
     out = Runner(qdq.with_probes(), outputs=["h", qdq.effective["y"]]).run({"x": x})
@@ -83,15 +84,15 @@ def test_y_reads_h_integers_on_the_scaled_grid(shifted):
 
 
 def test_the_zero_point_shift_goes_into_the_reader_bias(shifted):
-    """ε = s_y·(z_h − z_y) − b is 0.45 of a step on every value of y; pw's bias takes back ε·ΣW, so
-    pw's output has no mean error (without it: ε·ΣW per channel)."""
+    """ε = s_y·(z_h − z_y) − b is 0.45 of a step on every value of y; the reader's bias takes back
+    ε·ΣW, so its output has no mean error (without it: ε·ΣW per channel)."""
     s = shifted
     plan = s.plan
     h, y = plan.tensors["h"].qparams, plan.tensors["y"].qparams
     eps = float(y.scale) * (int(h.zero_point) - int(y.zero_point)) - float(s.graph.affine["y"].shift)
     assert 0.3 * float(y.scale) < abs(eps) < 0.5 * float(y.scale)
-    per_channel = eps * s.weights["wp"].reshape(6, -1).sum(1)
-    np.testing.assert_allclose(plan.values["bp"], s.weights["bp"] - per_channel, rtol=1e-5, atol=1e-7)
+    per_channel = eps * s.weights["wr"].reshape(6, -1).sum(1)
+    np.testing.assert_allclose(plan.values["br"], s.weights["br"] - per_channel, rtol=1e-5, atol=1e-7)
     x = _data(64, 9)
     ref = Runner(s.prepared).run({"x": x})["z"]
     got = Runner(s.quantize()).run({"x": x})["z"]
@@ -144,32 +145,12 @@ def test_linking_removes_a_rounding(shifted):
     assert linked > own, (linked, own)
 
 
-def padded_affine_net(b: float) -> onnx.ModelProto:
-    """affine_net with a 3x3, pad-1 depthwise reader on a 4x4 map: 75 % of its outputs touch the
-    border, where its bias cannot take a constant shift of y back."""
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in [
-        ("w1", rng.normal(0, 0.5, (8, 4, 3, 3))), ("b1", rng.normal(0, 0.3, 8)),
-        ("a", [A]), ("b", [b]), ("wd", np.abs(rng.normal(0, 0.5, (8, 1, 3, 3)))), ("bd", rng.normal(0, 0.1, 8))]]
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-             helper.make_node("HardSwish", ["c1"], ["h"], name="hswish"),
-             helper.make_node("Mul", ["h", "a"], ["ha"], name="scale"),
-             helper.make_node("Add", ["ha", "b"], ["y"], name="shift"),
-             helper.make_node("Conv", ["y", "wd", "bd"], ["z"], name="dw", pads=[1, 1, 1, 1], group=8)]
-    graph = helper.make_graph(nodes, "padded", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                              ["N", 4, 4, 4])],
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8, 4, 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    return model
-
-
 @pytest.mark.parametrize("steps, linked", [(3.45, False), (9.4, True)])
 def test_padded_reader_links_only_where_h_step_makes_b_whole(steps, linked):
     """b of 3.45 steps of y: the shift cannot go into the padded reader's bias, y keeps its own grid.
     b of 9.4 steps: h's step grows by 9.4/9 (< 1/16 off) so that b is exactly 9 steps, no shift."""
     def session(b: float) -> Session:
-        s = Session(padded_affine_net(b), progress=False)
+        s = Session(affine_net(b, padded=True), progress=False)
         s.calibrate(np.random.default_rng(1).normal(0, 1, (32, 4, 4, 4)).astype(np.float32), batch_size=16)
         return s
 
@@ -182,4 +163,4 @@ def test_padded_reader_links_only_where_h_step_makes_b_whole(steps, linked):
         assert float(h.scale) == pytest.approx(s_h * steps / 9, rel=1e-5)  # h's step moved by < 1/16
         shift = float(y.scale) * (int(h.zero_point) - int(y.zero_point)) - float(s.graph.affine["y"].shift)
         assert abs(shift) < 1e-6 * float(y.scale)
-        assert "bd" not in plan.values  # nothing to take back
+        assert "br" not in plan.values  # nothing to take back

@@ -6,8 +6,9 @@ landmark model a dead channel's bias −0.084 ran as −0.047 and output SQNR mo
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from tests.builders import one_io_model
 from workbench.numerics import ErrorAccumulator
 from workbench.quantize.plan import BIAS_LIMIT
 from workbench.runtime import Runner
@@ -31,12 +32,7 @@ def dead_channel_net() -> onnx.ModelProto:
              helper.make_node("Conv", ["ra", "wc", "bc"], ["c"], name="conv_c", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["rc"], name="relu_c"),
              helper.make_node("Conv", ["rc", "wy"], ["y"], name="conv_y", pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(nodes, "dead_channel", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                     ["N", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
+    return one_io_model("dead_channel", nodes, inits, ["N", 3, 8, 8], ["N", 2, 8, 8])
 
 
 def _session() -> Session:
