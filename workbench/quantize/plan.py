@@ -5,7 +5,9 @@ override. A tensor read by several layers takes the most precise integer spec th
 for. Tensors in one group (pass-through ops, shared Concat scales) share parameters,
 computed from the union of the members' clip ranges. Bias is int32 with
 ``scale = s_input · s_weight`` (per output channel) and zero-point 0, so it adds no error of
-its own beyond rounding at the accumulator's resolution.
+its own beyond rounding at the accumulator's resolution; where it would not fit, that output
+channel's weight scale is raised (:func:`_bias_scales`). A scalar affine chain ``y = a·h + b``
+reads ``h``'s integers on the grid ``a·s_h`` (:func:`_affine_grids`).
 
 Defaults for places every quantizer handles badly, recorded in :attr:`QuantPlan.notes` and
 changed by a tensor override in the recipe:
@@ -386,8 +388,8 @@ def _bias_scales(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict[str
     would not fit (``|b| / (s_in·s_w) > BIAS_LIMIT``: output channels whose weights are negligible
     beside their bias, e.g. dead channels, or depthwise filters scaled down by equalization), that
     channel's weight scale is raised to ``|b| / (s_in·BIAS_LIMIT)`` in ``plans``: its products then
-    stay below ``K·255·128 / 2³⁰`` of its bias, and the layer keeps an int32 bias, which onnxruntime
-    needs to fuse it into ``QLinearConv``/``QGemm`` (a float bias left it a float Conv)."""
+    stay below ``K·255·128 / 2³⁰`` of its bias, and the layer keeps an int32 bias (a float bias is
+    no way out: onnxruntime quantizes it itself when it fuses the layer and clamps it to int32)."""
     out = {}
     if not recipe.quantize_bias:
         return out
