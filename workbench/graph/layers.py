@@ -16,8 +16,11 @@ its weight and bias initializers and its output. Placement follows onnxruntime a
 - shape-only ops (Reshape, Transpose, MaxPool, ...) are *pass-through*: their output shares
   the quantization parameters of their input (one group), so they can run in int8;
 - Concat inputs and output share one scale where the target asks for it;
-- Softmax is not a layer: its input (often scores plus a −1e4 mask) stays float and its
-  output is quantized where a MatMul reads it, as TensorRT does for attention;
+- Softmax and LayerNormalization are not layers: their inputs stay float (a layer writing one
+  leaves it unquantized) and their outputs are quantized where a layer reads them. A Softmax
+  input is often scores plus a −1e4 mask (TensorRT keeps it float too); a LayerNorm input is the
+  residual sum with a transformer's outlier channels, which on one scale take the other
+  channels' resolution (MiniLM 3.4 → 6.4 dB exact; onnxruntime runs LayerNorm in float anyway);
 - float tensors computed only from integer inputs and constants (attention-mask biases)
   are not activations;
 - Add/Mul are layers only with two activation operands (a residual Add, x·sigmoid(x));
@@ -44,13 +47,14 @@ WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 COMPUTE = {
     "Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool", "Resize", "Sigmoid",
     "LeakyRelu", "HardSigmoid", "HardSwish", "Tanh", "InstanceNormalization",
-    "LayerNormalization", "Relu", "Clip", "PRelu",
+    "Relu", "Clip", "PRelu",
 }
 PASS_THROUGH = {
     "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "GlobalMaxPool",
     "Identity", "Slice", "Split", "DepthToSpace", "SpaceToDepth", "Expand", "Tile",
 }
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
+FLOAT_INPUT = {"LayerNormalization", "Softmax"}  # not layers: their inputs stay float
 GATES = {"Sigmoid", "HardSigmoid", "Tanh"}  # fixed-range ops fused into a preceding weighted layer
 ELEMENTWISE = {"Add", "Mul"}  # layers only when both operands are activations
 FUSE_INTO = WEIGHTED | ELEMENTWISE  # ops a following Relu/Clip fuses into
@@ -108,6 +112,12 @@ class LayerGraph:
             for t in layer.activations:
                 seen.setdefault(t)
         return list(seen)
+
+    def read_as_float(self, tensor: str) -> bool:
+        """Whether every reader of ``tensor`` takes it in float (LayerNormalization, Softmax): a
+        layer writing it then leaves it unquantized."""
+        readers = self.consumers.get(tensor, [])
+        return bool(readers) and all(n.op_type in FLOAT_INPUT for n in readers)
 
     def layer_of_tensor(self) -> dict[str, str]:
         """Tensor -> the layer that produces it (after fusion), for naming in tables."""

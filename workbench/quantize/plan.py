@@ -15,8 +15,9 @@ changed by a tensor override in the recipe:
 - outputs of ops whose range is fixed by the op (Sigmoid, HardSigmoid, Softmax: [0, 1]; Tanh:
   [−1, 1]) take that range instead of a calibrated one: a range rule that clips them (as
   histogram searches do when the top of the range is sparse) costs dB on held-out data;
-- Softmax inputs (attention scores plus −1e4/−1e38 masks), mask tensors computed from integer
-  inputs, and the statistics inside an unfused LayerNorm (ReduceMean/Pow/Sqrt/Div) stay float
+- Softmax inputs (attention scores plus −1e4/−1e38 masks), LayerNormalization inputs (residual
+  sums with outlier channels), mask tensors computed from integer inputs, and the statistics
+  inside an unfused LayerNorm (ReduceMean/Pow/Sqrt/Div) stay float
   (see :mod:`workbench.graph.layers`): quantizing them costs up to 9 dB on an OCR recogniser;
 - with ``Recipe.bias_correction``, each Conv/Gemm/MatMul bias becomes ``b − δ`` with
   ``δ_o = Σ_k (W_q − W)[o, k] · E[x_k]``: the mean shift of each output channel that weight
@@ -155,7 +156,7 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
             continue
         for t in layer.inputs:
             demands.setdefault(t, []).append(recipe.tensors.get(t, act))
-        if layer.output not in graph_outputs:
+        if layer.output not in graph_outputs and not lg.read_as_float(layer.output):
             demands.setdefault(layer.output, []).append(recipe.tensors.get(layer.output, act))
         if layer.weight:
             weight_specs[layer.weight] = (recipe.tensors.get(layer.weight, wspec), layer)
