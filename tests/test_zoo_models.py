@@ -25,8 +25,9 @@ def _case(name):
 
 # Floors for default W8A8 output SQNR (dB) on held-out real inputs.
 # MiniLM is low for every W8A8 quantizer (per-tensor int8 activations vs BERT's outlier channels;
-# onnxruntime's quantize_static reaches ~0 dB on it): see benchmarks/RESULTS.md.
-FLOORS = {"ocr_det": 9.0, "ocr_rec": 10.0, "minilm": 2.0}
+# onnxruntime's quantize_static reaches ~0 dB on it, ours 3.4 before LayerNorm inputs stayed float,
+# 6.4 since): see benchmarks/RESULTS.md.
+FLOORS = {"ocr_det": 9.0, "ocr_rec": 10.0, "minilm": 4.5}
 
 
 @pytest.mark.parametrize("name", ["ocr_det", "ocr_rec", "minilm"])
