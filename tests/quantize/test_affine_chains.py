@@ -164,3 +164,35 @@ def test_padded_reader_links_only_where_h_step_makes_b_whole(steps, linked):
         shift = float(y.scale) * (int(h.zero_point) - int(y.zero_point)) - float(s.graph.affine["y"].shift)
         assert abs(shift) < 1e-6 * float(y.scale)
         assert "br" not in plan.values  # nothing to take back
+
+
+def test_h_is_not_regridded_under_a_chain_already_reading_it():
+    """Two chains from one h: the first (b = 0, on h's grid as it is) is linked; the second would need
+    h's step moved, which would break the first, so it keeps a grid of its own."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in [
+        ("w1", rng.normal(0, 0.5, (8, 4, 3, 3))), ("b1", rng.normal(0, 0.3, 8)), ("a", [A]), ("zero", [0.0]),
+        ("wr", np.abs(rng.normal(0, 0.5, (8, 1, 3, 3)))), ("br", rng.normal(0, 0.1, 8)), ("b", [0.0])]]
+
+    def model(b: float) -> onnx.ModelProto:
+        inits[-1] = numpy_helper.from_array(np.asarray([b], np.float32), "b")
+        nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+                 helper.make_node("HardSwish", ["c1"], ["h"], name="hswish"),
+                 helper.make_node("Mul", ["h", "a"], ["y1"], name="scale1"),
+                 helper.make_node("Mul", ["h", "a"], ["ha"], name="scale2"),
+                 helper.make_node("Add", ["ha", "b"], ["y2"], name="shift2"),
+                 helper.make_node("Add", ["y1", "y2"], ["s"], name="sum"),
+                 helper.make_node("Conv", ["s", "wr", "br"], ["z"], name="reader", pads=[1, 1, 1, 1], group=8)]
+        return one_io_model("two_chains", nodes, inits, ["N", 4, 4, 4], ["N", 8, 4, 4], opset=14, y="z")
+
+    def session(b: float) -> Session:
+        s = Session(model(b), progress=False)
+        s.calibrate(np.random.default_rng(1).normal(0, 1, (32, 4, 4, 4)).astype(np.float32), batch_size=16)
+        return s
+
+    s_h = float(session(0.0).plan.tensors["h"].qparams.scale)
+    s = session(-9.4 * A * s_h)
+    assert s.plan.affine_sources == {"y1": "h"}
+    assert float(s.plan.tensors["h"].qparams.scale) == pytest.approx(s_h)  # not moved
+    y1 = s.plan.tensors["y1"].qparams
+    assert float(y1.scale) == pytest.approx(A * s_h, rel=1e-6)

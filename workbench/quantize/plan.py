@@ -284,6 +284,7 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
             steps = link.shift / float(qp.scale)
             h_group = members[hp.group]
             if (abs(steps) < REGRID_STEPS or hp.group in regridded or hp.group in fixed_groups
+                    or any(plans[src].group == hp.group for src in out.values())  # a y already reads h's grid
                     or any(t in recipe.tensors for t in h_group)):
                 continue
             h = hp.qparams
