@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.builders import one_io_model
 from workbench.graph.layers import find_layers
@@ -196,3 +196,14 @@ def test_h_is_not_regridded_under_a_chain_already_reading_it():
     assert float(s.plan.tensors["h"].qparams.scale) == pytest.approx(s_h)  # not moved
     y1 = s.plan.tensors["y1"].qparams
     assert float(y1.scale) == pytest.approx(A * s_h, rel=1e-6)
+
+
+def test_a_chain_ending_in_a_model_output_stays():
+    """y is also a model output: the file must still compute it, so its Mul/Add stay."""
+    model = affine_net(-0.2)
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    s = Session(model, progress=False)
+    s.calibrate(_data(16, 1), batch_size=16)
+    assert s.plan.affine_sources == {}
+    out = Runner(s.quantize()).run({"x": _data(2, 3)})
+    assert set(out) == {"z", "y"}

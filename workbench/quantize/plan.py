@@ -262,6 +262,7 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
     for y, link in lg.affine.items():
         p, hp = plans.get(y), plans.get(link.source)
         if (p is None or hp is None or p.group != y or hp.group == y or y in recipe.tensors or link.scale <= 0
+                or y in lg.graph_outputs  # the file must still compute it
                 or hp.qparams.axis is not None or (p.spec.precision, p.spec.signed) != (hp.spec.precision,
                                                                                       hp.qparams.signed)):
             continue
