@@ -247,9 +247,9 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
     little padding) or a Gemm whose bias takes ``ε·ΣW`` back (:func:`_compensate_affine_shifts`), or where
     ``b`` spans at least ``REGRID_STEPS`` of y's steps: then h's step is set so that ``b/s_y`` is a
     whole number (h's grid moves by at most ``1/(2·REGRID_STEPS)``, ε = 0). Only for ``a > 0``, a
-    per-tensor ``h`` of the same integer type, ``z_y`` inside the type's range, no tensor override
-    on ``y`` and ``y``'s group made of ``y`` and its pass-through outputs; ``Recipe.fold_affine_chains``
-    off leaves every chain in float. Returns ``{y: h}``."""
+    per-tensor ``h`` of the same integer type, ``z_y`` inside the type's range, ``y`` not a model
+    output, no tensor override on ``y`` and ``y``'s group made of ``y`` and its pass-through
+    outputs; ``Recipe.fold_affine_chains`` off leaves every chain in float. Returns ``{y: h}``."""
     out: dict[str, str] = {}
     regridded: set[str] = set()
     members: dict[str, list[str]] = {}
