@@ -264,12 +264,12 @@ def array_clip_range(x: np.ndarray, rule: RangeRule, *, bits: int, symmetric: bo
             raise WorkbenchError(f"array_clip_range: axis {axis} is out of range for shape {a.shape}")
         flat = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
     if isinstance(rule, ClipRange):
-        lo, hi = (np.broadcast_to(np.asarray(v, np.float64), (flat.shape[0],)) if np.size(v) in (1, flat.shape[0])
-                  else None for v in (rule.lo, rule.hi))
-        if lo is None or hi is None or (rule.per_channel and axis is None):
-            raise WorkbenchError(f"ClipRange with {np.size(rule.lo)} values for an array with "
+        given = np.asarray(rule.lo, np.float64).reshape(-1), np.asarray(rule.hi, np.float64).reshape(-1)
+        if given[0].size not in (1, flat.shape[0]) or (rule.per_channel and axis is None):
+            raise WorkbenchError(f"ClipRange with {given[0].size} values for an array with "
                                  f"{flat.shape[0] if axis is not None else 'no'} channels; give one value per channel "
                                  "along the weight's channel axis (per-channel granularity) or one value")
+        lo, hi = (np.broadcast_to(v, (flat.shape[0],)) for v in given)
     elif isinstance(rule, MinMax):
         lo, hi = flat.min(axis=1), flat.max(axis=1)
     elif isinstance(rule, Percentile):

@@ -418,7 +418,7 @@ def _bias_scales(lg: LayerGraph, plans: dict[str, TensorPlan], weights: dict[str
     if raised:
         notes.append(f"weight scales of {len(raised)} layer(s) raised on the output channels whose int32 bias would "
                      f"not fit at s_input·s_weight (weights negligible beside the bias, e.g. {raised[0]!r}); "
-                     "their biases stay int32, so onnxruntime runs the layers as integer kernels")
+                     "their biases stay int32 (onnxruntime would clamp a float one to int32 itself)")
     return out
 
 
@@ -486,14 +486,19 @@ def border_share(node, kernel: tuple[int, ...], spatial: tuple[int, ...] | None)
 def weight_mean_shift(op_type: str, node, w: np.ndarray, w_q: np.ndarray, mu: np.ndarray,
                       spatial: tuple[int, ...] | None = None) -> np.ndarray | None:
     """δ per output channel: the mean output shift that replacing ``w`` by ``w_q`` causes for inputs
-    with per-channel mean ``mu`` (None if the shapes do not fit). For a Conv, ``spatial`` (the
-    input's size) weights each kernel tap by the share of output positions where it reads real
-    input, not zero padding."""
+    with per-channel mean ``mu`` (a scalar: the same mean on every channel; None if the shapes do
+    not fit). For a Conv, ``spatial`` (the input's size) weights each kernel tap by the share of
+    output positions where it reads real input, not zero padding."""
     dw = w_q.astype(np.float64) - w.astype(np.float64)
     mu = np.asarray(mu, np.float64)
+
+    def channels(n: int) -> np.ndarray:
+        return np.full(n, float(mu)) if mu.ndim == 0 else mu
+
     if op_type == "Conv":
         groups = int(_attr(node, "group", 1))
         out_ch, cg = dw.shape[:2]
+        mu = channels(cg * groups)
         if mu.size != cg * groups or out_ch % groups:
             return None
         cover = tap_coverage(node, tuple(dw.shape[2:]), spatial)
@@ -504,8 +509,10 @@ def weight_mean_shift(op_type: str, node, w: np.ndarray, w_q: np.ndarray, mu: np
         return None
     if op_type == "Gemm":
         nk = dw if _attr(node, "transB", 0) else dw.T
+        mu = channels(nk.shape[1])
         return float(_attr(node, "alpha", 1.0)) * (nk @ mu) if mu.size == nk.shape[1] else None
     if op_type == "MatMul":
+        mu = channels(dw.shape[0])
         return mu @ dw if mu.size == dw.shape[0] else None
     return None
 
@@ -602,12 +609,9 @@ def _compensate_affine_shifts(lg: LayerGraph, plans: dict[str, TensorPlan], affi
             continue
         stats = calib.means.get(y)
         for node in lg.consumers.get(y, []):
-            layer, w = lg.layers[node.name], weights[lg.layers[node.name].weight]
-            if layer.op_type == "Conv":
-                channels = w.shape[1] * int(_attr(node, "group", 1))
-            else:  # Gemm: K is the reduced axis of B
-                channels = w.shape[1] if _attr(node, "transB", 0) else w.shape[0]
-            delta = weight_mean_shift(layer.op_type, node, np.zeros_like(w), w, np.full(channels, eps),
+            layer = lg.layers[node.name]
+            w = weights[layer.weight]
+            delta = weight_mean_shift(layer.op_type, node, np.zeros_like(w), w, np.float64(eps),
                                       stats.spatial if stats is not None else None)
             if delta is not None:
                 biases.subtract(layer, node, delta)

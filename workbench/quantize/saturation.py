@@ -120,12 +120,11 @@ def saturation_risk(hist: Histogram, scale: float, zero_point: int, w_int: np.nd
             continue
         values = np.repeat(sums[risky], 2)
         members = np.stack([chan[:, 0::2][risky], chan[:, 1::2][risky]], axis=1).ravel()
-        keys, counts = np.unique(values * (len(up) + 1) + members, return_counts=True)
-        v, c = keys // (len(up) + 1), keys % (len(up) + 1)
+        keys, counts = np.unique(values * len(up) + members, return_counts=True)  # (pair sum, channel)
+        v, c = keys // len(up), keys % len(up)
         t = ((limit / v) - raw_offset - zero_point) * scale  # an activation above t can saturate the pair
-        ratio = np.where(t >= 0, up[np.minimum(c, len(up) - 1)], down[np.minimum(c, len(down) - 1)])
-        tails = tail_fractions(hist, t / ratio)
+        tails = tail_fractions(hist, t / np.where(t >= 0, up[c], down[c]))
         if channels is not None:  # no channel goes above its calibrated maximum
-            tails = np.where(t >= np.asarray(channels[1], np.float64)[np.minimum(c, len(up) - 1)], 0.0, tails)
+            tails = np.where(t >= np.asarray(channels[1], np.float64)[c], 0.0, tails)
         total += float(counts @ tails)
     return total / max(m.shape[0], 1)
