@@ -32,8 +32,9 @@ changed by a tensor override in the recipe:
   its own range (a 0.2-wide channel beside a 6-wide one would keep 8 levels) and onnxruntime
   still runs integer kernels; the plans of those weights are for the scaled values;
 - on targets that run onnxruntime's x86 integer kernels (``ort-cpu``), layers whose uint8×int8
-  sums would saturate on CPUs without VNNI store their int8 weights as uint8 with zero-point 128
-  (:mod:`workbench.quantize.saturation`): the same values, so the exact arithmetic is unchanged.
+  sums would saturate on CPUs without VNNI get int8 weight scales at which no weight pair can
+  saturate where that adds little noise, and otherwise store their int8 weights as uint8 with
+  zero-point 128 (the same values; :mod:`workbench.quantize.saturation`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ from workbench.graph.layers import AffineLink, Layer, LayerGraph
 from workbench.models.naming import unique_name
 from workbench.numerics import QParams, array_clip_range, compute_qparams, dequantize, quantize
 from workbench.quantize.equalize import depthwise, equalize_depthwise_inputs
-from workbench.quantize.saturation import RISK_THRESHOLD, saturation_risk
+from workbench.quantize.saturation import (
+    PAIR_FIT_NOISE,
+    RISK_THRESHOLD,
+    noise_ratio,
+    pair_fit_scales,
+    saturation_risk,
+)
 from workbench.recipe import ClipRange, PerChannel, Precision, Recipe, Symmetry, TensorSpec
 from workbench.targets import Target
 
@@ -315,10 +322,11 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
 
 def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict[str, np.ndarray],
                       plans: dict[str, TensorPlan], notes: list[str]) -> None:
-    """uint8 weights (zero-point 128, same values) where onnxruntime's x86 uint8×int8 kernels
-    without VNNI would saturate; see :mod:`workbench.quantize.saturation`."""
+    """Layers whose uint8×int8 sums would saturate onnxruntime's x86 kernels without VNNI get
+    pair-fitted int8 weight scales where that costs little noise, uint8 weights (zero-point 128,
+    the same values) elsewhere; see :mod:`workbench.quantize.saturation`."""
     nodes = {n.name: n for n in lg.producers.values()}
-    changed = []
+    fitted, unsigned = [], []
     for layer in lg.layers.values():
         wp = plans.get(layer.weight) if layer.weight else None
         xp = plans.get(layer.inputs[0]) if layer.inputs else None
@@ -333,20 +341,29 @@ def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weight
         w = weights[layer.weight]
         if depthwise(node, w):  # onnxruntime's depthwise kernel accumulates in int32
             continue
-        xq = xp.qparams
-        risk = saturation_risk(calib.histograms[layer.inputs[0]], float(xq.scale), int(xq.zero_point),
-                               quantize(w, wp.qparams), layer.op_type, wp.qparams.axis,
+        xq, qp, hist = xp.qparams, wp.qparams, calib.histograms[layer.inputs[0]]
+        risk = saturation_risk(hist, float(xq.scale), int(xq.zero_point), quantize(w, qp), layer.op_type, qp.axis,
                                raw_offset=128 if xq.signed else 0, channels=calib.channel_range(layer.inputs[0]))
         if risk <= RISK_THRESHOLD:
             continue
-        qp = wp.qparams
-        u8 = QParams(qp.scale, np.full(qp.zero_point.shape, 128, dtype=np.int64), 8, False, qp.axis)
-        plans[layer.weight] = replace(wp, spec=replace(wp.spec, signed=False), qparams=u8)
-        changed.append(layer.name)
-    if changed:
-        notes.append(f"weights of {len(changed)} layer(s) stored as uint8 with zero-point 128 (the same values): "
-                     "their uint8×int8 sums would saturate onnxruntime's x86 kernels on CPUs without VNNI "
-                     f"(e.g. {changed[0]!r}); a weight tensor override with signed=True keeps int8")
+        fit = pair_fit_scales(w, layer.op_type, qp.axis, qp.scale)
+        if noise_ratio(w, layer.op_type, qp.axis, qp.scale, fit, hist.mean_square, float(xq.scale)) \
+                <= 1 + PAIR_FIT_NOISE:
+            plans[layer.weight] = replace(wp, qparams=replace(qp, scale=fit.astype(np.float32)))
+            fitted.append(layer.name)
+        else:
+            u8 = QParams(qp.scale, np.full(qp.zero_point.shape, 128, dtype=np.int64), 8, False, qp.axis)
+            plans[layer.weight] = replace(wp, spec=replace(wp.spec, signed=False), qparams=u8)
+            unsigned.append(layer.name)
+    why = "their uint8×int8 sums would saturate onnxruntime's x86 kernels on CPUs without VNNI"
+    if fitted:
+        notes.append(f"weight scales of {len(fitted)} layer(s) raised so that no pair of int8 weights can saturate "
+                     f"(e.g. {fitted[0]!r}; at most +{PAIR_FIT_NOISE:.0%} predicted layer noise): {why}; a weight "
+                     "tensor override keeps the plain scales")
+    if unsigned:
+        notes.append(f"weights of {len(unsigned)} layer(s) stored as uint8 with zero-point 128 (the same values, "
+                     f"slower kernels; e.g. {unsigned[0]!r}): {why}, and pair-fitted int8 scales would cost more "
+                     "than that; a weight tensor override with signed=True keeps int8")
 
 
 def _float_by_design(lg: LayerGraph, plans: dict[str, TensorPlan]) -> list[str]:

@@ -10,19 +10,30 @@ from 41.3 dB (exact) to 21.1 dB (deployed). uint8×uint8 kernels widen to 16 bit
 multiplying (no saturation) but run ~30 % slower, and depthwise convolutions use a kernel that
 accumulates in int32.
 
-So the ``ort-cpu`` target stores a layer's weights as **uint8 with zero-point 128** (the same
-integers shifted by 128: identical dequantized values, so the exact arithmetic does not change
-at all) only where the calibration data says saturation is likely. The risk of a layer is an
-upper bound on the expected number of saturating pairs per output element: a same-sign pair of
-weights ``(w1, w2)`` with ``255·(|w1| + |w2|) > 32767`` can saturate only when one of its two
-activations exceeds ``t = 32767 / (|w1| + |w2|)`` in raw uint8 units, so (union bound, and the
-per-tensor histogram standing in for every channel)
-``risk = mean over output channels of Σ_pairs 2·P(a > t)``. Pairs follow the kernels' reduction
-order: Conv weights ``[O, C, kh, kw]`` as ``[O, kh, kw, C]`` (channels innermost, as onnxruntime's
-NHWC im2col), Gemm/MatMul along K. Layers with ``risk > RISK_THRESHOLD`` get uint8 weights.
-Measured (benchmarks/deployed_speed.py, docs/ort-cpu.md): this keeps deployed within 0.5 dB of
-exact on the demo and the zoo models while converting only the layers that need it (the demo's
-first convolution, reading saturated pixels, carries most of the loss).
+The risk of a layer is an upper bound on the expected number of saturating pairs per output
+element: a same-sign pair of weights ``(w1, w2)`` with ``255·(|w1| + |w2|) > 32767`` can
+saturate only when one of its two activations exceeds ``t = 32767 / (|w1| + |w2|)`` in raw
+uint8 units, so (union bound) ``risk = mean over output channels of Σ_pairs 2·P(a > t)``, each
+channel's tail taken from the tensor histogram scaled to that channel's calibrated width. Pairs
+follow the kernels' reduction order: Conv weights ``[O, C, kh, kw]`` as ``[O, kh, kw, C]``
+(channels innermost, as onnxruntime's NHWC im2col), Gemm/MatMul along K.
+
+The ``ort-cpu`` target makes each layer with ``risk > RISK_THRESHOLD`` saturation-free, in one
+of two ways:
+
+- **pair-fitted int8 scales** (:func:`pair_fit_scales`): each output channel's step grows until
+  no same-sign pair of its integers exceeds 128 steps, so no input can saturate and onnxruntime
+  keeps its fast uint8×int8 kernels. Used where the predicted output noise of the layer grows by
+  at most ``PAIR_FIT_NOISE`` (:func:`noise_ratio`);
+- otherwise **uint8 weights with zero-point 128**: the same integers shifted by 128, identical
+  dequantized values (the exact arithmetic does not change at all), run by the uint8×uint8
+  kernels, which widen to 16 bits before multiplying but are ~30 % slower.
+
+Measured (benchmarks/deployed_speed.py, docs/ort-cpu.md): deployed stays within 0.5 dB of exact
+on the demo and the zoo models. uint8 weights alone on every at-risk layer made hand landmark
+1.22× slower than onnxruntime's own file; with pair-fitted scales where they are cheap it is
+1.08×, at the same exact SQNR. Layers reading saturated pixels (the first convolutions) keep
+uint8 weights: their weight rounding dominates their noise.
 """
 
 from __future__ import annotations
@@ -31,8 +42,12 @@ import numpy as np
 
 from workbench.numerics.histogram import Histogram
 
-#: Expected saturating pairs per output element above which a layer's weights are stored as uint8.
+#: Expected saturating pairs per output element above which a layer is made saturation-free.
 RISK_THRESHOLD = 0.01
+#: Most a layer's predicted output noise may grow (:func:`noise_ratio`) for pair-fitted int8 scales
+#: (fast kernels); above it the layer keeps its scales as uint8 weights (exact, slower kernels).
+#: ``10·log10(1.12) = 0.49`` dB: within the 0.5 dB budget even if every layer took the whole share.
+PAIR_FIT_NOISE = 0.12
 
 _POS_LIMIT, _NEG_LIMIT = 32767, 32768
 
@@ -58,9 +73,11 @@ def tail_fractions(hist: Histogram, vs: np.ndarray) -> np.ndarray:
     return out / hist.count
 
 
-def reduction_matrix(w_int: np.ndarray, op_type: str, weight_axis: int | None) -> np.ndarray:
-    """Integer weights as ``(output channels, K)`` in the kernels' reduction order."""
-    w = np.asarray(w_int, dtype=np.int64)
+def reduction_matrix(w: np.ndarray, op_type: str, weight_axis: int | None) -> np.ndarray:
+    """Weights as ``(output channels, K)`` in the kernels' reduction order (integers as int64)."""
+    w = np.asarray(w)
+    if w.dtype.kind in "iu":
+        w = w.astype(np.int64)
     if op_type == "Conv":
         return np.moveaxis(w, 1, -1).reshape(w.shape[0], -1)
     axis = (weight_axis if weight_axis is not None else w.ndim - 1) % w.ndim
@@ -128,3 +145,38 @@ def saturation_risk(hist: Histogram, scale: float, zero_point: int, w_int: np.nd
             tails = np.where(t >= np.asarray(channels[1], np.float64)[c], 0.0, tails)
         total += float(counts @ tails)
     return total / max(m.shape[0], 1)
+
+
+def pair_fit_scales(w: np.ndarray, op_type: str, weight_axis: int | None, scale: np.ndarray) -> np.ndarray:
+    """Weight scales (per output channel, like ``scale``) at which no pair can saturate, whatever the
+    activations: ``s_o = max(s_o, P_o / 127)`` with ``P_o`` the largest ``|w1| + |w2|`` over the
+    same-sign pairs of row ``o`` in the kernels' reduction order. Rounded, such a pair sums to at
+    most ``127 + 1`` steps, and ``255·128 = 32640`` fits in int16. A row whose big weights sit
+    beside small ones keeps nearly its 8-bit step (the zoo's at-risk layers: 0.7–0.95 of it)."""
+    m = reduction_matrix(w, op_type, weight_axis).astype(np.float64)
+    if m.shape[1] % 2:
+        m = np.pad(m, ((0, 0), (0, 1)))
+    pairs = [np.maximum(sign * m[:, 0::2], 0) + np.maximum(sign * m[:, 1::2], 0) for sign in (1, -1)]
+    need = np.maximum(pairs[0], pairs[1]).max(axis=1, initial=0.0) / 127
+    scale = np.asarray(scale, np.float64)
+    return np.maximum(scale, need if scale.ndim and scale.size == need.size else need.max(initial=0.0))
+
+
+def noise_ratio(w: np.ndarray, op_type: str, weight_axis: int | None, old: np.ndarray, new: np.ndarray,
+                x_power: float, x_scale: float) -> float:
+    """Predicted quantization noise of a layer's output with weight scales ``new`` over that with
+    ``old``. Per output channel ``o`` (``K`` reduced inputs, ``E[x²] = x_power``)::
+
+        N_o(s) = s²/12 · K·E[x²]  +  s_x²/12 · ‖w_o‖²      (weight rounding + input rounding)
+
+    Both terms enter the network at the same place, so they travel alike from there: a layer
+    whose ``N`` grows by a factor ``1 + ε`` adds at most ``10·log10(1 + ε)`` dB of output noise,
+    even if every layer did the same."""
+    m = reduction_matrix(w, op_type, weight_axis).astype(np.float64)
+    k, norms = m.shape[1], np.square(m).sum(axis=1)
+
+    def noise(s: np.ndarray) -> float:
+        s = np.broadcast_to(np.asarray(s, np.float64), norms.shape)
+        return float(np.sum(np.square(s) * k * x_power + x_scale ** 2 * norms))
+    base = noise(old)
+    return noise(new) / base if base > 0 else 1.0
