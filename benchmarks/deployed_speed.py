@@ -7,9 +7,11 @@ Per model, one process, the same calibration and held-out data (benchmarks/commo
 
 * ``ort_quantize_static`` — onnxruntime ``quantize_static`` on our prepared float graph: QDQ,
   per_channel=True, QUInt8 activations / QInt8 weights, MinMax, defaults otherwise: the speed bar;
-* ``ours`` — ``Session(model, target="ort-cpu")`` defaults (Auto ranges, no rule search), i.e.
-  uint8 weights (zero-point 128) only in layers at risk of u8s8 saturation;
-* ``ours_int8_weights`` — the same recipe with every weight int8 (the profile before this choice);
+* ``ours`` — ``Session(model, target="ort-cpu")`` defaults (Auto ranges, no rule search): in the
+  layers at risk of u8s8 saturation, pair-fitted int8 weight scales or uint8 weights (zero-point 128);
+* ``ours_uint8_weights_only`` — the same with ``Target.pair_fit_noise=0``: uint8 weights in every
+  layer at risk (the profile before pair-fitted scales);
+* ``ours_int8_weights`` — the same recipe with every weight int8 (the profile before either);
 * ``ours_uint8_weights_all`` — every weight uint8 (u8u8 kernels everywhere);
 * ``ours_weights_7bit`` — onnxruntime's ``reduce_range``: int8 weights on a 7-bit grid (±63);
 * ``ours_int8_symmetric_activations`` — int8 symmetric activations (s8s8), int8 weights;
@@ -200,6 +202,9 @@ def measure(name: str, n_calib: int, n_eval: int, reps: int, threads: int, time_
     u8_layers = sum(1 for t in s.plan.tensors.values() if t.kind == "weight" and not t.qparams.signed)
     weighted = sum(1 for t in s.plan.tensors.values() if t.kind == "weight")
     target = s.target
+    s.target = replace(target, pair_fit_noise=0.0)
+    s._built = s._planned = None
+    uint8_only = s.quantize()
     s.target = replace(target, avoid_u8s8_saturation=False)
     s._built = s._planned = None
     int8_weights = s.quantize()
@@ -212,7 +217,8 @@ def measure(name: str, n_calib: int, n_eval: int, reps: int, threads: int, time_
     s.recipe = base
     with tempfile.TemporaryDirectory(prefix="wb-deployed-") as d:
         ort_model = ort_quantize_static(s.prepared, calib, Path(d))
-    variants = {"ort_quantize_static": ort_model, "ours": ours, "ours_int8_weights": int8_weights,
+    variants = {"ort_quantize_static": ort_model, "ours": ours, "ours_uint8_weights_only": uint8_only,
+                "ours_int8_weights": int8_weights,
                 "ours_uint8_weights_all": uint8_weights_everywhere(int8_weights),
                 "ours_weights_7bit": weights_7bit(int8_weights), "ours_int8_symmetric_activations": s8s8,
                 "ours_no_equalization": no_equalization, "float": s.prepared}

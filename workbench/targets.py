@@ -19,6 +19,10 @@ from workbench.recipe import (
     TensorSpec,
 )
 
+#: ``ort-cpu``'s ``pair_fit_noise``: ``10·log10(1.12) = 0.49`` dB, the 0.5 dB budget, even if every layer
+#: of a network took its whole share (see :func:`workbench.quantize.saturation.noise_ratio`).
+ORT_CPU_PAIR_FIT_NOISE = 0.12
+
 Check = Callable[[str, TensorSpec, bool], str | None]
 """(where, spec, is_weight) -> a problem sentence, or None when the target can run it."""
 
@@ -31,9 +35,12 @@ class Target:
     weights: TensorSpec
     checks: tuple[Check, ...] = ()
     share_concat: bool = False  # Concat inputs and output take one scale (no requantize)
-    # Store int8 weights as uint8 (zero-point 128, same values) in layers where onnxruntime's
-    # uint8×int8 x86 kernels without VNNI would saturate (workbench.quantize.saturation).
+    # Make layers where onnxruntime's uint8×int8 x86 kernels without VNNI would saturate
+    # saturation-free (workbench.quantize.saturation): pair-fitted int8 weight scales where the
+    # layer's predicted output noise grows by at most ``pair_fit_noise`` (0: never), else uint8
+    # weights with zero-point 128 (the same values).
     avoid_u8s8_saturation: bool = False
+    pair_fit_noise: float = 0.0
 
     def default_recipe(self) -> Recipe:
         return Recipe(target=self.name, activations=self.activations, weights=self.weights)
@@ -90,13 +97,15 @@ TARGETS: dict[str, Target] = {
             "ort-cpu",
             "onnxruntime on CPU: uint8 asymmetric activations (zero-point absorbs ReLU's one-sided "
             "range), int8 symmetric per-channel weights, int32 bias. Layers whose uint8×int8 sums would "
-            "saturate onnxruntime's x86 kernels without VNNI store their weights as uint8 (zero-point "
-            "128, the same values), so the file runs as measured on every CPU. int16 activations run "
+            "saturate onnxruntime's x86 kernels without VNNI get weight scales at which no pair of weights "
+            "can (where that adds at most 12 % to the layer's noise) or uint8 weights (zero-point 128, the "
+            "same values), so the file runs as measured on every CPU. int16 activations run "
             "exactly here too (onnxruntime keeps them as Q/DQ around float kernels: float speed).",
             TensorSpec(Precision.INT8, Symmetry.ASYMMETRIC, signed=False, range=Auto()),
             _W8_PER_CHANNEL,
             (_no_int4_activations,),
             avoid_u8s8_saturation=True,
+            pair_fit_noise=ORT_CPU_PAIR_FIT_NOISE,
         ),
         Target(
             "tensorrt",

@@ -150,6 +150,12 @@ def test_pair_fitted_int8_weights_run_as_exact_in_onnxruntime(pair_fit):
         s.target = base_target
         s._built = s._planned = None
     assert exact > plain_exact - 0.5  # the larger step costs little exact SQNR (measured: 0.13 dB)
+    s.target = replace(base_target, pair_fit_noise=0.0)  # never fitted: uint8 weights instead
+    try:
+        assert not s.plan.tensors["w"].qparams.signed
+    finally:
+        s.target = base_target
+        s._built = s._planned = None
     if cpu_features().u8s8_saturates:  # the plain int8 scales saturate here (measured: 38.5 → 36.5 dB)
         assert plain_exact - plain_deployed > 1.0
 

@@ -50,7 +50,6 @@ from workbench.models.naming import unique_name
 from workbench.numerics import QParams, array_clip_range, compute_qparams, dequantize, quantize
 from workbench.quantize.equalize import depthwise, equalize_depthwise_inputs
 from workbench.quantize.saturation import (
-    PAIR_FIT_NOISE,
     RISK_THRESHOLD,
     noise_ratio,
     pair_fit_scales,
@@ -207,7 +206,7 @@ def build_plan(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict
                      f"([0, 1] or [−1, 1]) instead of a calibrated one (e.g. {fixed_groups[0]!r}); a tensor "
                      "override in the recipe changes it")
     if target.avoid_u8s8_saturation:
-        _avoid_saturation(lg, recipe, calib, weights, plans, notes)
+        _avoid_saturation(lg, recipe, calib, weights, plans, notes, target.pair_fit_noise)
     notes += _float_by_design(lg, plans)
     biases = _Biases(lg, weights)
     if recipe.bias_correction:
@@ -321,10 +320,11 @@ def _affine_grids(lg: LayerGraph, recipe: Recipe, plans: dict[str, TensorPlan], 
 
 
 def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weights: dict[str, np.ndarray],
-                      plans: dict[str, TensorPlan], notes: list[str]) -> None:
+                      plans: dict[str, TensorPlan], notes: list[str], pair_fit_noise: float) -> None:
     """Layers whose uint8×int8 sums would saturate onnxruntime's x86 kernels without VNNI get
-    pair-fitted int8 weight scales where that costs little noise, uint8 weights (zero-point 128,
-    the same values) elsewhere; see :mod:`workbench.quantize.saturation`."""
+    pair-fitted int8 weight scales where that adds at most ``pair_fit_noise`` to their predicted
+    noise, uint8 weights (zero-point 128, the same values) elsewhere; see
+    :mod:`workbench.quantize.saturation`."""
     nodes = {n.name: n for n in lg.producers.values()}
     fitted, unsigned = [], []
     for layer in lg.layers.values():
@@ -347,8 +347,8 @@ def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weight
         if risk <= RISK_THRESHOLD:
             continue
         fit = pair_fit_scales(w, layer.op_type, qp.axis, qp.scale)
-        if noise_ratio(w, layer.op_type, qp.axis, qp.scale, fit, hist.mean_square, float(xq.scale)) \
-                <= 1 + PAIR_FIT_NOISE:
+        if pair_fit_noise > 0 and noise_ratio(w, layer.op_type, qp.axis, qp.scale, fit, hist.mean_square,
+                                              float(xq.scale)) <= 1 + pair_fit_noise:
             plans[layer.weight] = replace(wp, qparams=replace(qp, scale=fit.astype(np.float32)))
             fitted.append(layer.name)
         else:
@@ -358,7 +358,7 @@ def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weight
     why = "their uint8×int8 sums would saturate onnxruntime's x86 kernels on CPUs without VNNI"
     if fitted:
         notes.append(f"weight scales of {len(fitted)} layer(s) raised so that no pair of int8 weights can saturate "
-                     f"(e.g. {fitted[0]!r}; at most +{PAIR_FIT_NOISE:.0%} predicted layer noise): {why}; a weight "
+                     f"(e.g. {fitted[0]!r}; at most +{pair_fit_noise:.0%} predicted layer noise): {why}; a weight "
                      "tensor override keeps the plain scales")
     if unsigned:
         notes.append(f"weights of {len(unsigned)} layer(s) stored as uint8 with zero-point 128 (the same values, "

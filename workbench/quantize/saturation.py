@@ -24,7 +24,7 @@ of two ways:
 - **pair-fitted int8 scales** (:func:`pair_fit_scales`): each output channel's step grows until
   no same-sign pair of its integers exceeds 128 steps, so no input can saturate and onnxruntime
   keeps its fast uint8×int8 kernels. Used where the predicted output noise of the layer grows by
-  at most ``PAIR_FIT_NOISE`` (:func:`noise_ratio`);
+  at most the target's ``pair_fit_noise`` (:func:`noise_ratio`; ``ort-cpu``: 12 %);
 - otherwise **uint8 weights with zero-point 128**: the same integers shifted by 128, identical
   dequantized values (the exact arithmetic does not change at all), run by the uint8×uint8
   kernels, which widen to 16 bits before multiplying but are ~30 % slower.
@@ -44,10 +44,6 @@ from workbench.numerics.histogram import Histogram
 
 #: Expected saturating pairs per output element above which a layer is made saturation-free.
 RISK_THRESHOLD = 0.01
-#: Most a layer's predicted output noise may grow (:func:`noise_ratio`) for pair-fitted int8 scales
-#: (fast kernels); above it the layer keeps its scales as uint8 weights (exact, slower kernels).
-#: ``10·log10(1.12) = 0.49`` dB: within the 0.5 dB budget even if every layer took the whole share.
-PAIR_FIT_NOISE = 0.12
 
 _POS_LIMIT, _NEG_LIMIT = 32767, 32768
 
