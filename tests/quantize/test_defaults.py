@@ -12,6 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tests.builders import conv_net, one_io_model
 from workbench.numerics import ErrorAccumulator, Histogram
 from workbench.quantize.saturation import (
+    FIT_RISK_THRESHOLD,
+    RISK_THRESHOLD,
     noise_ratio,
     pair_fit_scales,
     reduction_matrix,
@@ -98,19 +100,18 @@ def test_noise_ratio_weighs_weight_rounding_against_input_rounding():
     assert noise_ratio(w, "Gemm", 0, old, old, power, s_x) == 1.0
 
 
-def _heavy_tailed(n: int, seed: int, channels: int = 16) -> np.ndarray:
-    """Relu-like activations: mostly small, and 5 % of pixels bright in every channel at once (so the
-    two activations of a weight pair are high together)."""
+def _heavy_tailed(n: int, seed: int, channels: int = 16, bright: float = 0.05) -> np.ndarray:
+    """Relu-like activations: mostly small, and a share ``bright`` of pixels bright in every channel at
+    once (so the two activations of a weight pair are high together)."""
     rng = np.random.default_rng(seed)
     x = np.minimum(rng.exponential(0.4, (n, channels, 8, 8)), 6)
-    hot = rng.uniform(size=(n, 1, 8, 8)) < 0.05
+    hot = rng.uniform(size=(n, 1, 8, 8)) < bright
     return np.where(hot, rng.uniform(5.5, 6, x.shape), x).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def pair_fit():
+def _pair_fit_session(bright: float) -> Session:
     """conv: each output channel has one big weight (1.0) beside a small one (0.06) on the next input
-    channel, the rest ~0.25: int8 pairs of 133 steps saturate on the bright pixels; a 6 % larger step
+    channel, the rest ~0.25: int8 pairs of 135 steps saturate on the bright pixels; a 6 % larger step
     stops that for +8 % predicted noise. conv2 reads a Relu output; it may take either form."""
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.25, (8, 16, 1, 1))
@@ -122,8 +123,37 @@ def pair_fit():
                          [numpy_helper.from_array(w.astype(np.float32), "w"),
                           numpy_helper.from_array(w2.astype(np.float32), "w2")], ["N", 16, 8, 8], ["N", 4, 8, 8])
     s = Session(model, target="ort-cpu", progress=False)
-    s.calibrate(_heavy_tailed(32, 1))
+    s.calibrate(_heavy_tailed(32, 1, bright=bright))
     return s
+
+
+@pytest.fixture(scope="module")
+def pair_fit():
+    return _pair_fit_session(0.05)
+
+
+def test_rarely_saturating_layer_takes_only_cheap_pair_fitted_scales():
+    """Between FIT_RISK_THRESHOLD and RISK_THRESHOLD (0.5 % bright pixels: risk ≈ 0.006) a layer is
+    pair-fitted when that is cheap, and otherwise left as it is (no uint8 kernels for rare saturation)."""
+    s = _pair_fit_session(0.005)
+    layer = s.graph.layers["conv"]
+    xq, wq = s.plan.tensors["x"].qparams, s.plan.tensors["w"].qparams
+    w = s.weights["w"]
+    plain = np.abs(w).reshape(8, -1).max(axis=1) / 127
+    risk = saturation_risk(s.calibration.histograms["x"], float(xq.scale), int(xq.zero_point),
+                           np.rint(w / plain[:, None, None, None]).astype(np.int64), layer.op_type, 0,
+                           channels=s.calibration.channel_range("x"))
+    assert FIT_RISK_THRESHOLD < risk <= RISK_THRESHOLD
+    assert wq.signed and np.asarray(wq.scale) == pytest.approx(1.06 / 127, rel=1e-6)
+    base_target = s.target
+    s.target = replace(base_target, pair_fit_noise=0.001)  # the fit costs more than +0.1 %: too dear now
+    s._built = s._planned = None
+    try:
+        wq = s.plan.tensors["w"].qparams
+        assert wq.signed and np.asarray(wq.scale) == pytest.approx(plain, rel=1e-6)  # plain int8
+    finally:
+        s.target = base_target
+        s._built = s._planned = None
 
 
 def test_pair_fitted_int8_weights_run_as_exact_in_onnxruntime(pair_fit):
@@ -151,6 +181,7 @@ def test_pair_fitted_int8_weights_run_as_exact_in_onnxruntime(pair_fit):
         s._built = s._planned = None
     assert exact > plain_exact - 0.5  # the larger step costs little exact SQNR (measured: 0.13 dB)
     s.target = replace(base_target, pair_fit_noise=0.0)  # never fitted: uint8 weights instead
+    s._built = s._planned = None
     try:
         assert not s.plan.tensors["w"].qparams.signed
     finally:
@@ -181,9 +212,12 @@ def test_saturating_layer_gets_uint8_weights_with_the_same_values(binary):
     dw = plan.tensors[s.graph.layers["dwconv"].weight]
     assert dw.qparams.signed  # depthwise: onnxruntime's kernel accumulates in int32
     assert any("uint8 with zero-point 128" in n and "conv1" in n for n in plan.notes)
-    # the same dequantized values: the exact outputs do not change at all
+    # the same dequantized values: the exact outputs do not change at all (uint8 weights only, no
+    # pair-fitted scales, against plain int8)
     base_target = s.target
     data = _binary_data(16, 2)
+    s.target = replace(base_target, pair_fit_noise=0.0)
+    s._built = s._planned = None
     with_u8 = Runner(s.quantize()).run({"x": data})["logits"]
     s.target = replace(base_target, avoid_u8s8_saturation=False)
     s._built = s._planned = None

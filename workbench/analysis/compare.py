@@ -82,8 +82,8 @@ class Comparison:
         dep = float(self.outputs.loc[row, "deployed_sqnr_db"])
         cpu = self.cpu.get("describe") or "this CPU"
         why = (" Without VNNI, onnxruntime's uint8×int8 kernels add pairs of products in a saturating "
-               "16-bit register; the 'ort-cpu' target stores the weights of layers at risk as uint8 to "
-               "avoid it.") if self.cpu.get("u8s8_saturates") else ""
+               "16-bit register; the 'ort-cpu' target gives the layers at risk weight scales at which no "
+               "pair can saturate, or uint8 weights.") if self.cpu.get("u8s8_saturates") else ""
         return (f"The exported file runs differently here than it was measured: output {row!r} has "
                 f"{exact:.2f} dB SQNR in exact arithmetic but {dep:.2f} dB with onnxruntime's default "
                 f"kernels on {cpu} (a {gap:.2f} dB gap).{why} Check the deployed number on the machine "

@@ -50,6 +50,7 @@ from workbench.models.naming import unique_name
 from workbench.numerics import QParams, array_clip_range, compute_qparams, dequantize, quantize
 from workbench.quantize.equalize import depthwise, equalize_depthwise_inputs
 from workbench.quantize.saturation import (
+    FIT_RISK_THRESHOLD,
     RISK_THRESHOLD,
     noise_ratio,
     pair_fit_scales,
@@ -323,8 +324,8 @@ def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weight
                       plans: dict[str, TensorPlan], notes: list[str], pair_fit_noise: float) -> None:
     """Layers whose uint8×int8 sums would saturate onnxruntime's x86 kernels without VNNI get
     pair-fitted int8 weight scales where that adds at most ``pair_fit_noise`` to their predicted
-    noise, uint8 weights (zero-point 128, the same values) elsewhere; see
-    :mod:`workbench.quantize.saturation`."""
+    noise (risk above ``FIT_RISK_THRESHOLD``), uint8 weights (zero-point 128, the same values)
+    elsewhere (risk above ``RISK_THRESHOLD``); see :mod:`workbench.quantize.saturation`."""
     nodes = {n.name: n for n in lg.producers.values()}
     fitted, unsigned = [], []
     for layer in lg.layers.values():
@@ -344,14 +345,14 @@ def _avoid_saturation(lg: LayerGraph, recipe: Recipe, calib: Calibration, weight
         xq, qp, hist = xp.qparams, wp.qparams, calib.histograms[layer.inputs[0]]
         risk = saturation_risk(hist, float(xq.scale), int(xq.zero_point), quantize(w, qp), layer.op_type, qp.axis,
                                raw_offset=128 if xq.signed else 0, channels=calib.channel_range(layer.inputs[0]))
-        if risk <= RISK_THRESHOLD:
+        if risk <= FIT_RISK_THRESHOLD:
             continue
         fit = pair_fit_scales(w, layer.op_type, qp.axis, qp.scale)
         if pair_fit_noise > 0 and noise_ratio(w, layer.op_type, qp.axis, qp.scale, fit, hist.mean_square,
                                               float(xq.scale)) <= 1 + pair_fit_noise:
             plans[layer.weight] = replace(wp, qparams=replace(qp, scale=fit.astype(np.float32)))
             fitted.append(layer.name)
-        else:
+        elif risk > RISK_THRESHOLD:
             u8 = QParams(qp.scale, np.full(qp.zero_point.shape, 128, dtype=np.int64), 8, False, qp.axis)
             plans[layer.weight] = replace(wp, spec=replace(wp.spec, signed=False), qparams=u8)
             unsigned.append(layer.name)
