@@ -32,9 +32,9 @@ where it is cheap):
 
 Measured (benchmarks/deployed_speed.py, docs/ort-cpu.md): deployed stays within 0.5 dB of exact
 on the demo and the zoo models. uint8 weights alone on every at-risk layer made hand landmark
-1.22× slower than onnxruntime's own file; with pair-fitted scales where they are cheap it is
-1.08×, at the same exact SQNR. Layers reading saturated pixels (the first convolutions) keep
-uint8 weights: their weight rounding dominates their noise.
+1.21–1.22× slower than onnxruntime's own file; with pair-fitted scales where they are cheap it
+is 1.07×, at the same exact SQNR within the model's scatter. Layers reading saturated pixels
+(the first convolutions) keep uint8 weights: their weight rounding dominates their noise.
 """
 
 from __future__ import annotations
