@@ -62,7 +62,7 @@ from workbench.recipe import (
 )
 from workbench.runtime import Runner, as_feeds
 from workbench.runtime.cache import CachedRunner
-from workbench.targets import get_target
+from workbench.targets import Target, get_target
 
 SEARCH_RULES: tuple[RangeRule, ...] = (Auto(), MinMax(), Percentile(99.99), Entropy(), Mse())
 #: Recipe flags search_ranges tries both ways, one after the other
@@ -113,8 +113,8 @@ class Session(HasTraits):
         self.notes: list[str] = [*self.model.notes, *notes]
         self.graph = find_layers(self.prepared)
         self.weights = {t.name: onnx.numpy_helper.to_array(t) for t in self.prepared.graph.initializer}
-        self._built: tuple[Recipe, QdqModel] | None = None
-        self._planned: tuple[Recipe, QuantPlan] | None = None
+        self._built: tuple[tuple[Recipe, Target], QdqModel] | None = None  # keyed on (recipe, target)
+        self._planned: tuple[tuple[Recipe, Target], QuantPlan] | None = None
         self.sensitivities: dict[str, float] = {}
         self.float_cache_bytes = FLOAT_CACHE_BYTES
         self._float_run: CachedRunner | None = None
@@ -531,21 +531,22 @@ class Session(HasTraits):
     # -- quantize --------------------------------------------------------------------------
     def _build(self) -> tuple[QuantPlan, QdqModel]:
         plan = self.plan
-        if self._built is None or self._built[0] != self.recipe:
-            self._built = (self.recipe, build_qdq(self.prepared, self.graph, plan, self.weights))
+        if self._built is None or self._built[0] != (self.recipe, self.target):
+            self._built = ((self.recipe, self.target), build_qdq(self.prepared, self.graph, plan, self.weights))
         return plan, self._built[1]
 
     @property
     def plan(self) -> QuantPlan:
-        """The exact integer format of every quantized tensor (cached until the recipe changes;
-        cheaper than :meth:`quantize`, which also builds the QDQ graph)."""
+        """The exact integer format of every quantized tensor (cached until the recipe or the
+        target changes; cheaper than :meth:`quantize`, which also builds the QDQ graph)."""
         cal = self._need_calibration()
-        if self._planned is None or self._planned[0] != self.recipe:
-            self._planned = (self.recipe, build_plan(self.graph, self.recipe, cal, self.weights, self.target))
+        if self._planned is None or self._planned[0] != (self.recipe, self.target):
+            self._planned = ((self.recipe, self.target),
+                             build_plan(self.graph, self.recipe, cal, self.weights, self.target))
         return self._planned[1]
 
     def quantize(self) -> onnx.ModelProto:
-        """The QDQ model for the current recipe (cached until the recipe changes)."""
+        """The QDQ model for the current recipe and target (cached until either changes)."""
         return self._build()[1].proto
 
     def compare(self, data: Any, *, metric: Metric | None = None, batch_size: int = 32,

@@ -132,6 +132,22 @@ def pair_fit():
     return _pair_fit_session(0.05)
 
 
+def test_plan_follows_a_change_of_target(pair_fit):
+    """The session's plan and QDQ model are cached on (recipe, target): setting ``target`` alone is
+    enough to get the other form."""
+    s = pair_fit
+    base_target = s.target
+    assert s.plan.tensors["w"].qparams.signed
+    s.target = replace(base_target, pair_fit_noise=0.0)
+    try:
+        assert not s.plan.tensors["w"].qparams.signed
+        assert any(t.data_type == onnx.TensorProto.UINT8 and t.name.startswith("w")
+                   for t in s.quantize().graph.initializer)
+    finally:
+        s.target = base_target
+    assert s.plan.tensors["w"].qparams.signed
+
+
 def test_rarely_saturating_layer_takes_only_cheap_pair_fitted_scales():
     """Between FIT_RISK_THRESHOLD and RISK_THRESHOLD (0.5 % bright pixels: risk ≈ 0.006) a layer is
     pair-fitted when that is cheap, and otherwise left as it is (no uint8 kernels for rare saturation)."""
