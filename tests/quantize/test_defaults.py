@@ -98,6 +98,8 @@ def test_noise_ratio_weighs_weight_rounding_against_input_rounding():
         return float(np.sum(s ** 2 * 2 * power + s_x ** 2 * np.square(w).sum(axis=1)))
     assert noise_ratio(w, "Gemm", 0, old, new, power, s_x) == pytest.approx(n(new) / n(old))
     assert noise_ratio(w, "Gemm", 0, old, old, power, s_x) == 1.0
+    one, two = np.float64(1 / 127), np.float64(2 / 127)  # per-tensor scales
+    assert noise_ratio(w, "Gemm", 0, one, two, power, s_x) == pytest.approx(n(np.full(2, two)) / n(np.full(2, one)))
 
 
 def _heavy_tailed(n: int, seed: int, channels: int = 16, bright: float = 0.05) -> np.ndarray:

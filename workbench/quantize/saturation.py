@@ -178,7 +178,8 @@ def noise_ratio(w: np.ndarray, op_type: str, weight_axis: int | None, old: np.nd
     k, norms = m.shape[1], np.square(m).sum(axis=1)
 
     def noise(s: np.ndarray) -> float:
-        s = np.broadcast_to(np.asarray(s, np.float64), norms.shape)
-        return float(np.sum(np.square(s) * k * x_power + x_scale ** 2 * norms))
+        sq = np.square(np.asarray(s, np.float64))
+        sq = sq if sq.size == norms.size else np.full(norms.shape, sq.mean())  # per tensor (or another axis)
+        return float(np.sum(sq.reshape(norms.shape) * k * x_power + x_scale ** 2 * norms))
     base = noise(old)
     return noise(new) / base if base > 0 else 1.0
