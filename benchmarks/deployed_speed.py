@@ -203,16 +203,13 @@ def measure(name: str, n_calib: int, n_eval: int, reps: int, threads: int, time_
     weighted = sum(1 for t in s.plan.tensors.values() if t.kind == "weight")
     target = s.target
     s.target = replace(target, pair_fit_noise=0.0)
-    s._built = s._planned = None
     uint8_only = s.quantize()
     s.target = replace(target, avoid_u8s8_saturation=False)
-    s._built = s._planned = None
     int8_weights = s.quantize()
     base = s.recipe
     s.recipe = replace(base, activations=replace(base.activations, symmetry=Symmetry.SYMMETRIC, signed=True))
     s8s8 = s.quantize()
     s.recipe, s.target = replace(base, depthwise_equalization=False), target
-    s._built = s._planned = None
     no_equalization = s.quantize()
     s.recipe = base
     with tempfile.TemporaryDirectory(prefix="wb-deployed-") as d:

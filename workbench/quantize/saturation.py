@@ -101,6 +101,16 @@ def reduction_channels(w_int: np.ndarray, op_type: str, weight_axis: int | None,
     return np.broadcast_to(np.arange(m.shape[1]), m.shape)
 
 
+def same_sign_pairs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair ``(2j, 2j+1)`` of each row of a :func:`reduction_matrix` (odd K padded with a zero):
+    the sum of its positive entries and the sum of its negative entries' magnitudes, what the
+    kernels add into one int16 (opposite signs partly cancel and never reach the limit)."""
+    if m.shape[1] % 2:
+        m = np.pad(m, ((0, 0), (0, 1)))
+    pos, neg = np.maximum(m, 0), np.maximum(-m, 0)
+    return pos[:, 0::2] + pos[:, 1::2], neg[:, 0::2] + neg[:, 1::2]
+
+
 def channel_ratios(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How wide each channel is against a typical one, above and below zero: ``hi_c / median(hi)``
     and ``lo_c / median(lo)`` (at least 1/1000), for the per-channel tail model of
@@ -129,11 +139,10 @@ def saturation_risk(hist: Histogram, scale: float, zero_point: int, w_int: np.nd
     if chan is None or chan.max(initial=0) >= len(channels[0]):  # type: ignore[index]
         channels, chan = None, np.zeros(m.shape, np.int64)
     up, down = channel_ratios(*channels) if channels is not None else (np.ones(1), np.ones(1))
-    if m.shape[1] % 2:
-        m, chan = np.pad(m, ((0, 0), (0, 1))), np.pad(chan, ((0, 0), (0, 1)))
-    pos, neg = np.maximum(m, 0), np.maximum(-m, 0)
+    if chan.shape[1] % 2:
+        chan = np.pad(chan, ((0, 0), (0, 1)))
     total = 0.0
-    for sums, limit in ((pos[:, 0::2] + pos[:, 1::2], _POS_LIMIT), (neg[:, 0::2] + neg[:, 1::2], _NEG_LIMIT)):
+    for sums, limit in zip(same_sign_pairs(m), (_POS_LIMIT, _NEG_LIMIT), strict=True):
         risky = sums * 255 > limit
         if not risky.any():
             continue
@@ -155,11 +164,8 @@ def pair_fit_scales(w: np.ndarray, op_type: str, weight_axis: int | None, scale:
     same-sign pairs of row ``o`` in the kernels' reduction order. Rounded, such a pair sums to at
     most ``127 + 1`` steps, and ``255·128 = 32640`` fits in int16. A row whose big weights sit
     beside small ones keeps nearly its 8-bit step (the zoo's at-risk layers: mostly 1.1–1.3× it)."""
-    m = reduction_matrix(w, op_type, weight_axis).astype(np.float64)
-    if m.shape[1] % 2:
-        m = np.pad(m, ((0, 0), (0, 1)))
-    pairs = [np.maximum(sign * m[:, 0::2], 0) + np.maximum(sign * m[:, 1::2], 0) for sign in (1, -1)]
-    need = np.maximum(pairs[0], pairs[1]).max(axis=1, initial=0.0) / 127
+    pos, neg = same_sign_pairs(reduction_matrix(w, op_type, weight_axis).astype(np.float64))
+    need = np.maximum(pos, neg).max(axis=1, initial=0.0) / 127
     scale = np.asarray(scale, np.float64)
     return np.maximum(scale, need if scale.ndim and scale.size == need.size else need.max(initial=0.0))
 
