@@ -1,6 +1,7 @@
 """The workbench's bindings without a browser (ipywidgets' dummy comm): moving a control
 changes ``session.recipe``; a recipe change made from Python updates the controls and plots."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("jupyter_bokeh")
 
-from workbench.recipe import ClipRange, PerTensor, Precision, Symmetry
+from workbench.recipe import ClipRange, PerTensor, Precision, Symmetry, rule_name
 from workbench.session import Session
 from workbench.ui import Workbench
 
@@ -99,6 +100,24 @@ def test_sensitivity_button_fills_the_column(wb):
     wb.table.sensitivity.click()
     sens = wb.table.source.data["sensitivity_db"]
     assert all(isinstance(v, float) for v in sens) and min(sens) < max(sens)
+
+
+def test_search_defaults_keeps_the_best_candidate_and_the_layer_settings(wb):
+    s = wb.session
+    s.set(DW, precision="int16")  # a hand-tuned layer
+    before = s.recipe
+    wb.apply_panel.search.click()
+    shown = wb.apply_panel.result.value
+    rows = re.findall(r"<tr>(.*?)</tr>", shown)[1:]
+    kept = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows if ">kept<" in r]
+    assert len(rows) == 8 and len(kept) == 1  # 5 rules, then 3 switches
+    scores = [float(re.findall(r"<td[^>]*>(.*?)</td>", r)[-1]) for r in rows]
+    assert float(kept[0][-1]) == max(scores)
+    assert kept[0][1] == rule_name(s.recipe.activations.range)
+    assert kept[0][2] == str(s.recipe.bias_correction)
+    assert s.recipe.layers[DW].precision == Precision.INT16 and "chosen by output SQNR" in shown
+    wb.controls.undo.click()
+    assert s.recipe == before
 
 
 def test_filters_keep_matching_layers(wb):

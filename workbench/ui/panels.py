@@ -26,26 +26,49 @@ class ApplyPanel:
         self.session, self.eval_data, self.metric, self.limit, self.on_done = session, eval_data, metric, limit, on_done
         self.button = w.Button(description="Apply", button_style="primary", icon="play",
                                tooltip="re-simulate the recipe on the evaluation data")
+        self.search = w.Button(description="search defaults", icon="search",
+                               tooltip="try each range rule, then bias correction, depthwise equalization and "
+                                       "affine folding each way, as the recipe's defaults; keep the best output "
+                                       "SQNR on 16 calibration samples (as `workbench quantize` does). Per-layer "
+                                       "settings stay; undo takes it back")
         self.progress = w.Output()
         self.result = w.HTML()
         self.button.on_click(lambda _: self.apply())
+        self.search.on_click(lambda _: self.search_defaults())
         if eval_data is None:
             self.button.disabled = True
             self.result.value = note("pass eval_data to session.show(...) to re-simulate here", "warn")
-        self.widget = w.VBox([self.button, self.progress, self.result])
+        self.widget = w.VBox([w.HBox([self.button, self.search]), self.progress, self.result])
 
-    def apply(self) -> None:
-        self.button.disabled = True
+    def _run(self, action: Callable[[], Any]) -> Any:
+        """``action()`` with both buttons disabled and its progress bars shown; a WorkbenchError is
+        shown in the panel (and None returned)."""
+        disabled = self.button.disabled
+        self.button.disabled = self.search.disabled = True
         self.progress.clear_output()
         try:
             with self.progress:
-                self.session.compare(self.eval_data, metric=self.metric, limit=self.limit)
+                return action()
         except WorkbenchError as e:
             self.result.value = note(str(e), "error")
-            return
+            return None
         finally:
-            self.button.disabled = False
-        self.progress.clear_output()
+            self.button.disabled, self.search.disabled = disabled, False
+            self.progress.clear_output()
+
+    def search_defaults(self) -> None:
+        """``session.search_ranges()``: the candidates tried, their SQNR, and the one kept."""
+        tried = self._run(self.session.search_ranges)
+        if tried is None:
+            return
+        best = int(tried.sqnr_db.to_numpy().argmax())
+        rows = [{"": "kept" if i == best else "", **r} for i, r in enumerate(tried.to_dict("records"))]
+        self.result.value = (table(rows, title="defaults tried: output SQNR (dB) on calibration data")
+                             + note(self.session.notes[-1]))
+
+    def apply(self) -> None:
+        if self._run(lambda: self.session.compare(self.eval_data, metric=self.metric, limit=self.limit)) is None:
+            return
         entries = self.session.ledger[-2:]
         rows = [{"": f"#{e.id} {'(before)' if i == 0 and len(entries) == 2 else '(now)'}",
                  **{k: e.summary.get(k) for k in HEADLINE if k in entries[-1].summary}}
