@@ -182,31 +182,6 @@ def save_temp_model(proto: Any, folder: str | os.PathLike, name: str) -> Path:
     return p
 
 
-# -- scatter over held-out samples ------------------------------------------------------------------------
-def sample_err2(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Σ(ref − test)² per sample (axis 0), float64: what a pooled SQNR adds up, kept per sample."""
-    d = np.asarray(ref, np.float64).reshape(len(ref), -1) - np.asarray(test, np.float64).reshape(len(ref), -1)
-    return np.einsum("ij,ij->i", d, d)
-
-
-def margin_interval(err2_a: np.ndarray, err2_b: np.ndarray, *, level: float = 0.9, reps: int = 2000,
-                    seed: int = 0) -> tuple[float, float]:
-    """Paired bootstrap interval (dB) of SQNR_a − SQNR_b over the held-out samples.
-
-    Both are pooled SQNRs on the same reference, 10·log10(Σref² / Σerr²), so their difference is
-    10·log10(Σerr²_b / Σerr²_a) and the signal cancels. Each of ``reps`` resamples draws the samples with
-    replacement (the same draw for a and b); the interval is the (1 ∓ level)/2 quantiles of the
-    difference. It says how much of a margin is the luck of which images are in the held-out set."""
-    a, b = np.asarray(err2_a, np.float64), np.asarray(err2_b, np.float64)
-    n = len(a)
-    draws = np.random.default_rng(seed).integers(0, n, (reps, n))
-    counts = np.zeros((reps, n))
-    np.add.at(counts, (np.arange(reps)[:, None], draws), 1.0)
-    diff = 10.0 * np.log10((counts @ b) / (counts @ a))
-    lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
 # -- timing -------------------------------------------------------------------------------------------------
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
     """Wall seconds of each function, ``reps`` rounds, the functions alternating within each round (so

@@ -51,12 +51,11 @@ from benchmarks.common import (
     error_tail,
     has_dynamic_batch,
     log,
-    margin_interval,
     model_path,
     onnx_path,
     run_child,
-    sample_err2,
 )
+from workbench.numerics import margin_interval, sample_err2
 
 # 64 calibration samples is the target; onnxruntime's calibrators keep every intermediate output of every
 # batch in memory (~200 MB per OCR sample here), so the OCR models use 32 by default (and it halves the

@@ -53,3 +53,25 @@ def test_per_tensor_weights_show_the_problem(demo):
     finally:
         s.recipe = base
     assert m["quantized"] < m["float"] - 0.03
+
+
+def test_an_sqnr_change_comes_with_its_sampling_interval(demo):
+    s, _ = demo
+    base = s.recipe
+    before = s.compare(DEMO / "eval.npz", limit=256)
+    pooled = 10 * np.log10(before.sample_signal["logits"].sum() / before.sample_err2["logits"].sum())
+    assert pooled == pytest.approx(before.outputs.loc["logits", "sqnr_db"], abs=1e-4)
+    s.recipe = replace(base, activations=replace(base.activations, precision=Precision.INT16),
+                       weights=replace(base.weights, precision=Precision.INT16))
+    try:
+        after = s.compare(DEMO / "eval.npz", limit=256)
+        fewer = s.compare(DEMO / "eval.npz", limit=128)
+    finally:
+        s.recipe = base
+    change = after.change_from(before).loc["logits"]
+    sqnr = [c.outputs.loc["logits", "sqnr_db"] for c in (before, after)]
+    assert change.change_db == pytest.approx(sqnr[1] - sqnr[0])
+    assert 5 < change.interval_lo_db < change.change_db < change.interval_hi_db and change.samples == 256
+    same = before.change_from(before).loc["logits"]
+    assert same.interval_lo_db == same.interval_hi_db == 0
+    assert fewer.change_from(before).empty  # other samples: no paired interval

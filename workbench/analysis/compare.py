@@ -25,7 +25,7 @@ import onnx
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.numerics import ErrorAccumulator
+from workbench.numerics import ErrorAccumulator, margin_interval, sample_err2
 from workbench.runtime import Runner, Slicer
 from workbench.runtime.cache import CachedRunner
 from workbench.runtime.cpu import cpu_features
@@ -54,6 +54,28 @@ class Comparison:
     num_samples: int
     metric: dict[str, float] = field(default_factory=dict)  # {"float", "quantized", "deployed"}
     cpu: dict[str, Any] = field(default_factory=dict)  # CpuFeatures.to_dict() of the deployed run
+    #: per model output (batch-first ones): per-sample Σ float² and Σ(float − exact QDQ)²
+    sample_signal: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    sample_err2: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def change_from(self, before: Comparison, *, level: float = 0.9) -> pd.DataFrame:
+        """Exact output SQNR now vs ``before`` on the same samples, with the paired-bootstrap
+        interval of the change (:func:`~workbench.numerics.margin_interval`): one row per output
+        that both measured sample by sample on identical float outputs (the same data); empty
+        when there is none. An interval that holds 0 means the change is within what the luck
+        of which samples were drawn could give."""
+        rows = []
+        for t, err in self.sample_err2.items():
+            old = before.sample_err2.get(t)
+            if old is None or not np.array_equal(self.sample_signal[t], before.sample_signal.get(t)):
+                continue
+            lo, hi = margin_interval(err, old, level=level)
+            rows.append({"output": t, "sqnr_db_before": float(before.outputs.loc[t, "sqnr_db"]),
+                         "sqnr_db": float(self.outputs.loc[t, "sqnr_db"]),
+                         "change_db": float(self.outputs.loc[t, "sqnr_db"] - before.outputs.loc[t, "sqnr_db"]),
+                         "interval_lo_db": lo, "interval_hi_db": hi, "samples": len(err)})
+        return pd.DataFrame(rows, columns=["output", "sqnr_db_before", "sqnr_db", "change_db", "interval_lo_db",
+                                           "interval_hi_db", "samples"]).set_index("output")
 
     @property
     def deployed_gap_db(self) -> float | None:
@@ -137,14 +159,21 @@ def compare(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, effective:
     dep_err = {t: ErrorAccumulator() for t in outputs}
     dep_vs_ref = {t: ErrorAccumulator() for t in outputs}
     kept: dict[str, list[dict[str, np.ndarray]]] = {"float": [], "quantized": [], "deployed": []}
+    per_sample: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t: [] for t in outputs}
     slicer = Slicer([float_run, ref_run, *([dep_run] if dep_run else [])], splittable=splittable)
     samples = 0
     with tqdm(total=num_batches, desc="comparing", disable=not progress, unit="batch") as bar:
         for feed in feeds:
             for part, (f, r, *d) in slicer.run(feed):
-                samples += len(next(iter(part.values())))
+                n = len(next(iter(part.values())))
+                samples += n
                 for t in tensors:
                     ref_err[t].update(f[t], r[effective.get(t, t)])
+                for t in list(per_sample):  # outputs not batch-first get no per-sample errors
+                    if np.shape(f[t])[:1] == (n,):
+                        per_sample[t].append((sample_err2(f[t], 0.0), sample_err2(f[t], r[effective.get(t, t)])))
+                    else:
+                        del per_sample[t]
                 for t in outputs if d else ():
                     dep_err[t].update(f[t], d[0][t])
                     dep_vs_ref[t].update(r[effective.get(t, t)], d[0][t])
@@ -174,4 +203,7 @@ def compare(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, effective:
     if dep_run is not None:
         features = cpu_features()
         cpu = {**features.to_dict(), "describe": features.describe()}
-    return Comparison(pd.DataFrame(out_rows).set_index("output"), pd.DataFrame(layer_rows), samples, metrics, cpu)
+    signal = {t: np.concatenate([p[0] for p in parts]) for t, parts in per_sample.items() if parts}
+    err2 = {t: np.concatenate([p[1] for p in parts]) for t, parts in per_sample.items() if parts}
+    return Comparison(pd.DataFrame(out_rows).set_index("output"), pd.DataFrame(layer_rows), samples, metrics, cpu,
+                      signal, err2)

@@ -4,7 +4,15 @@ expected-error model and error metrics. Pure numpy."""
 from workbench.numerics.error_model import ErrorEstimate, expected_error
 from workbench.numerics.fakequant import dequantize, fake_quantize, quantize
 from workbench.numerics.histogram import Histogram
-from workbench.numerics.metrics import ErrorAccumulator, cosine, max_abs, mse, sqnr_db
+from workbench.numerics.metrics import (
+    ErrorAccumulator,
+    cosine,
+    margin_interval,
+    max_abs,
+    mse,
+    sample_err2,
+    sqnr_db,
+)
 from workbench.numerics.qparams import QParams, compute_qparams
 from workbench.numerics.ranges import array_clip_range, candidate_ranges, clip_range
 
@@ -21,8 +29,10 @@ __all__ = [
     "dequantize",
     "expected_error",
     "fake_quantize",
+    "margin_interval",
     "max_abs",
     "mse",
     "quantize",
+    "sample_err2",
     "sqnr_db",
 ]

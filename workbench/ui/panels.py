@@ -11,6 +11,7 @@ import ipywidgets as w
 
 from workbench.analysis.compare import Metric
 from workbench.errors import WorkbenchError
+from workbench.ledger import LedgerEntry
 from workbench.session import Session
 from workbench.ui.format import note, table
 
@@ -74,8 +75,22 @@ class ApplyPanel:
                  **{k: e.summary.get(k) for k in HEADLINE if k in entries[-1].summary}}
                 for i, e in enumerate(entries)]
         warning = self.session.comparison.deployed_warning
-        self.result.value = table(rows, title="model outputs") + (note(warning, "warn") if warning else "")
+        self.result.value = (table(rows, title="model outputs") + "".join(note(n) for n in _changes(entries))
+                             + (note(warning, "warn") if warning else ""))
         self.on_done()
+
+
+def _changes(entries: list[LedgerEntry]) -> list[str]:
+    """Whether the last Apply's change of output SQNR is more than the luck of the samples drawn:
+    one line per output, with the 90 % paired-bootstrap interval (same data only)."""
+    if len(entries) != 2 or entries[0].comparison is None or entries[1].comparison is None:
+        return []
+    change = entries[1].comparison.change_from(entries[0].comparison)
+    return [f"output {t!r}: {r.change_db:+.2f} dB since #{entries[0].id}, 90 % interval "
+            f"[{r.interval_lo_db:+.2f}, {r.interval_hi_db:+.2f}] over these {r.samples} samples: "
+            + ("within what the choice of samples alone could give" if r.interval_lo_db <= 0 <= r.interval_hi_db
+               else "more than the choice of samples explains")
+            for t, r in change.iterrows()]
 
 
 class LedgerPanel:

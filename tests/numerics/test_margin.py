@@ -1,9 +1,10 @@
-"""The benchmark's paired-bootstrap interval of an SQNR margin (benchmarks/common.py)."""
+"""Per-sample errors and the paired-bootstrap interval of an SQNR margin."""
 
 import numpy as np
+import pytest
 
-from benchmarks.common import margin_interval, sample_err2
-from workbench.numerics import ErrorAccumulator
+from workbench.errors import WorkbenchError
+from workbench.numerics import ErrorAccumulator, margin_interval, sample_err2
 
 
 def test_sample_err2_sums_to_the_pooled_error():
@@ -30,3 +31,8 @@ def test_margin_interval_is_a_paired_bootstrap():
     want = np.quantile(loop, [0.05, 0.95])
     assert lo < 10 * np.log10(b.sum() / a.sum()) < hi and hi - lo > 0.5
     assert abs(lo - want[0]) < 0.15 and abs(hi - want[1]) < 0.15
+
+
+def test_margin_interval_names_mismatched_vectors():
+    with pytest.raises(WorkbenchError, match="one length"):
+        margin_interval(np.ones(3), np.ones(4))
