@@ -134,7 +134,8 @@ def test_apply_ledger_export(wb, tmp_path):
     wb.apply_panel.apply()
     assert [e.id for e in wb.session.ledger] == [1, 2]
     assert "(before)" in wb.apply_panel.result.value and "(now)" in wb.apply_panel.result.value
-    assert "since #1, 90 % interval [" in wb.apply_panel.result.value
+    shown = wb.apply_panel.result.value
+    assert "since #1, 90 % interval [" in shown and "over these 128 samples" in shown
     assert "ledger" in wb.ledger.list.value and wb.ledger.a.options[-1] == ("#2", 2)
     wb.ledger.a.value, wb.ledger.b.value = 1, 2
     assert "precision" in wb.ledger.diff.value

@@ -87,7 +87,7 @@ def _changes(entries: list[LedgerEntry]) -> list[str]:
         return []
     change = entries[1].comparison.change_from(entries[0].comparison)
     return [f"output {t!r}: {r.change_db:+.2f} dB since #{entries[0].id}, 90 % interval "
-            f"[{r.interval_lo_db:+.2f}, {r.interval_hi_db:+.2f}] over these {r.samples} samples: "
+            f"[{r.interval_lo_db:+.2f}, {r.interval_hi_db:+.2f}] over these {int(r.samples)} samples: "
             + ("within what the choice of samples alone could give" if r.interval_lo_db <= 0 <= r.interval_hi_db
                else "more than the choice of samples explains")
             for t, r in change.iterrows()]
