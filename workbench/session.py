@@ -213,7 +213,10 @@ class Session(HasTraits):
         pose detector, −0.1 on MiniLM), depthwise equalization (+8 dB on hand landmark, −0.7 on
         the OCR detector) or folding scalar affine chains (+1.5 dB on the OCR detector, −1 to
         +1 on the recogniser, whose attention amplifies any change of rounding): measuring beats
-        guessing, and choosing among a handful of candidates on calibration data does not overfit."""
+        guessing. Scored on the samples the histograms came from, it favours ranges clipped to them
+        (selfie segmenter: entropy ranges with bias correction 17.2 dB on those 16 samples, 12.8 on
+        the benchmark's first 128 held out, where the default rule with bias correction had 13.7;
+        on three other draws of 128 the pick won by 1.3–3.2 dB)."""
         score = self._output_sqnr(data, batch_size=batch_size, limit=limit, what="search_ranges")
         base = self.recipe
         trials = [replace(base, activations=replace(base.activations, range=rule)) for rule in rules]

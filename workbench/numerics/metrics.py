@@ -121,11 +121,12 @@ def margin_interval(err2_a: np.ndarray, err2_b: np.ndarray, *, level: float = 0.
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise WorkbenchError(f"margin_interval: need two per-sample error vectors of one length, got shapes "
                              f"{a.shape} and {b.shape}")
-    n = len(a)
-    draws = np.random.default_rng(seed).integers(0, n, (reps, n))
-    counts = np.zeros((reps, n))
-    np.add.at(counts, (np.arange(reps)[:, None], draws), 1.0)
+    rng, n, sums_a, sums_b = np.random.default_rng(seed), len(a), [], []
+    for start in range(0, reps, 250):  # resamples in chunks: memory stays ~250·n indices
+        draws = rng.integers(0, n, (min(250, reps - start), n))
+        sums_a.append(a[draws].sum(axis=1))
+        sums_b.append(b[draws].sum(axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        diff = 10.0 * np.log10((counts @ b) / (counts @ a))
+        diff = 10.0 * np.log10(np.concatenate(sums_b) / np.concatenate(sums_a))
     lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
